@@ -1,0 +1,129 @@
+"""Raw YAML or dict -> NodeAssignmentSpec, with errors that name the path, the value and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vipkeeper_api.models import NodeAssignmentSpec
+
+#: A NodeAssignment spec is small; a multi-megabyte file is a mistake (or an attack on the parser).
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    value: object
+
+    def __str__(self) -> str:
+        shown = "" if self.value is _MISSING else f" (got {_short(self.value)})"
+        where = self.path or "<document>"
+        return f"{where}: {self.message}{shown}"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used. Carries every problem found, not just the first."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: invalid configuration\n{lines}")
+
+
+_MISSING = object()
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _lookup(document: object, loc: tuple[int | str, ...]) -> object:
+    node = document
+    for part in loc:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown field; check the spelling against the documented fields (keys are camelCase)"
+    if kind == "missing":
+        return "is required"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"out of range: {error['msg'].lower()}"
+    if kind == "literal_error":
+        return f"not allowed: {error['msg'].lower()}"
+    return str(error["msg"])
+
+
+def parse_spec(document: object, source: str = "<config>") -> NodeAssignmentSpec:
+    """Turn a decoded document into a spec. Accepts the bare spec or a whole NodeAssignment object."""
+    if document is None:
+        document = {}
+    if not isinstance(document, Mapping):
+        raise ConfigError(source, [Problem("", "must be a mapping with an 'instances' list", document)])
+    prefix: tuple[int | str, ...] = ()
+    if "kind" in document or "apiVersion" in document:
+        if document.get("kind") != "NodeAssignment":
+            raise ConfigError(
+                source, [Problem("kind", "only NodeAssignment objects can be loaded", document.get("kind"))]
+            )
+        document = document.get("spec") or {}
+        prefix = ("spec",)
+    try:
+        return NodeAssignmentSpec.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            # Pydantic reports a model-level rule at the model's own path; values for those are noise.
+            value = _lookup(document, loc) if error["type"] != "value_error" or loc else _MISSING
+            if error["type"] == "value_error" and loc and isinstance(_lookup(document, loc), Mapping):
+                value = _MISSING
+            problems.append(Problem(_path(prefix + loc), _message(error), value))
+        raise ConfigError(source, problems) from None
+
+
+def load_spec(text: str | bytes, source: str = "<config>") -> NodeAssignmentSpec:
+    """Parse YAML text into a spec; every failure is a ConfigError, never another exception."""
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(
+            source, [Problem("", f"document is larger than {MAX_DOCUMENT_BYTES} bytes", _MISSING)]
+        )
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem(where, f"not valid YAML: {problem}", _MISSING)]) from None
+    except RecursionError:
+        raise ConfigError(source, [Problem("", "document is nested too deeply", _MISSING)]) from None
+    return parse_spec(document, source)

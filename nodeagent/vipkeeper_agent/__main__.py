@@ -1,0 +1,3 @@
+from vipkeeper_agent.cli import main
+
+raise SystemExit(main())
