@@ -58,9 +58,9 @@ def _path(loc: tuple[int | str, ...]) -> str:
 def _lookup(document: object, loc: tuple[int | str, ...]) -> object:
     node = document
     for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             node = node[part]
         else:
             return _MISSING
@@ -71,7 +71,9 @@ def _message(error: Any) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return "unknown field; check the spelling against the documented fields (keys are camelCase)"
+        return (
+            "unknown field; check the spelling against the documented fields (keys are camelCase)"
+        )
     if kind == "missing":
         return "is required"
     if kind == "value_error":
@@ -88,12 +90,19 @@ def parse_spec(document: object, source: str = "<config>") -> NodeAssignmentSpec
     if document is None:
         document = {}
     if not isinstance(document, Mapping):
-        raise ConfigError(source, [Problem("", "must be a mapping with an 'instances' list", document)])
+        raise ConfigError(
+            source, [Problem("", "must be a mapping with an 'instances' list", document)]
+        )
     prefix: tuple[int | str, ...] = ()
     if "kind" in document or "apiVersion" in document:
         if document.get("kind") != "NodeAssignment":
             raise ConfigError(
-                source, [Problem("kind", "only NodeAssignment objects can be loaded", document.get("kind"))]
+                source,
+                [
+                    Problem(
+                        "kind", "only NodeAssignment objects can be loaded", document.get("kind")
+                    )
+                ],
             )
         document = document.get("spec") or {}
         prefix = ("spec",)
@@ -105,7 +114,11 @@ def parse_spec(document: object, source: str = "<config>") -> NodeAssignmentSpec
             loc = tuple(error["loc"])
             # Pydantic reports a model-level rule at the model's own path; values for those are noise.
             value = _lookup(document, loc) if error["type"] != "value_error" or loc else _MISSING
-            if error["type"] == "value_error" and loc and isinstance(_lookup(document, loc), Mapping):
+            if (
+                error["type"] == "value_error"
+                and loc
+                and isinstance(_lookup(document, loc), Mapping)
+            ):
                 value = _MISSING
             problems.append(Problem(_path(prefix + loc), _message(error), value))
         raise ConfigError(source, problems) from None
@@ -123,7 +136,11 @@ def load_spec(text: str | bytes, source: str = "<config>") -> NodeAssignmentSpec
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [Problem(where, f"not valid YAML: {problem}", _MISSING)]) from None
+        raise ConfigError(
+            source, [Problem(where, f"not valid YAML: {problem}", _MISSING)]
+        ) from None
     except RecursionError:
-        raise ConfigError(source, [Problem("", "document is nested too deeply", _MISSING)]) from None
+        raise ConfigError(
+            source, [Problem("", "document is nested too deeply", _MISSING)]
+        ) from None
     return parse_spec(document, source)

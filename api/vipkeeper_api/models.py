@@ -53,7 +53,9 @@ def _parse_interface(value: object) -> IPInterface:
     if isinstance(value, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
         return value
     if not isinstance(value, str):
-        raise ValueError("must be an IP address such as 192.0.2.10 or 192.0.2.10/24 or 2001:db8::10")
+        raise ValueError(
+            "must be an IP address such as 192.0.2.10 or 192.0.2.10/24 or 2001:db8::10"
+        )
     try:
         iface = ipaddress.ip_interface(value)
     except ValueError:
@@ -62,9 +64,13 @@ def _parse_interface(value: object) -> IPInterface:
         ) from None
     ip = iface.ip
     if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
-        raise ValueError(f"{value!r} is a multicast, unspecified or loopback address; a VIP must be unicast")
+        raise ValueError(
+            f"{value!r} is a multicast, unspecified or loopback address; a VIP must be unicast"
+        )
     if isinstance(ip, ipaddress.IPv6Address) and ip.is_link_local:
-        raise ValueError(f"{value!r} is an IPv6 link-local address; a VIP must be global or unique-local")
+        raise ValueError(
+            f"{value!r} is an IPv6 link-local address; a VIP must be global or unique-local"
+        )
     return iface
 
 
@@ -76,7 +82,9 @@ def _parse_address(value: object) -> IPAddress:
     try:
         return ipaddress.ip_address(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP address; write e.g. 192.0.2.11 or 2001:db8::11") from None
+        raise ValueError(
+            f"{value!r} is not an IP address; write e.g. 192.0.2.11 or 2001:db8::11"
+        ) from None
 
 
 class AuthType(StrEnum):
@@ -167,7 +175,9 @@ class VrrpInstance(_Model):
     @classmethod
     def _ifname(cls, value: str | None) -> str | None:
         if value is not None and not IFNAME_RE.match(value):
-            raise ValueError(f"{value!r} is not a Linux interface name (1-15 characters, no spaces or '/')")
+            raise ValueError(
+                f"{value!r} is not a Linux interface name (1-15 characters, no spaces or '/')"
+            )
         return value
 
     @field_validator("advert_interval", mode="before")
@@ -212,11 +222,16 @@ class VrrpInstance(_Model):
                 "auth (PASS) exists only in VRRP version 2; RFC 5798 removed authentication "
                 "from version 3 — remove auth or set version: 2"
             )
-        for field, value in (("unicastPeers", self.unicast_peers), ("unicastSource", self.unicast_source)):
+        for field, value in (
+            ("unicastPeers", self.unicast_peers),
+            ("unicastSource", self.unicast_source),
+        ):
             items = value if isinstance(value, tuple) else (() if value is None else (value,))
             for ip in items:
                 if ip.version != family:
-                    raise ValueError(f"{field} has {ip} (IPv{ip.version}) but addresses are IPv{family}")
+                    raise ValueError(
+                        f"{field} has {ip} (IPv{ip.version}) but addresses are IPv{family}"
+                    )
         if self.multicast_group is not None:
             if self.unicast_peers:
                 raise ValueError("set either unicastPeers or multicastGroup, not both")
@@ -280,7 +295,20 @@ class VirtualServer(_Model):
     port: int = Field(ge=1, le=65535)
     protocol: Protocol = Protocol.TCP
     scheduler: Literal[
-        "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"
+        "rr",
+        "wrr",
+        "lc",
+        "wlc",
+        "lblc",
+        "lblcr",
+        "dh",
+        "sh",
+        "sed",
+        "nq",
+        "mh",
+        "fo",
+        "ovf",
+        "twos",
     ] = "wlc"
     forwarding: Forwarding = Forwarding.NAT
     real_servers: tuple[RealServer, ...] = Field(default=(), max_length=10000)

@@ -102,6 +102,7 @@ def test_startup_with_link_down_is_fault() -> None:
     router, actions = step(new_router(config(), 0.0), Startup(link_up=False), 0.0)
     assert router.state == State.FAULT
     assert next_deadline(router) is None
+    assert kinds(actions) == ["Notify"]
 
 
 def test_master_down_expiry_takes_over_in_rfc_order() -> None:
@@ -139,8 +140,20 @@ BACKUP_CASES = [
     ("v3 adopts the master's interval", {}, 150, 10, master_down_interval(100, 10, 3)),
     ("v2 keeps its own interval", {"version": 2}, 150, 100, master_down_interval(100, 100, 2)),
     ("priority 0: take over after skew only", {}, 0, 100, skew_time(100, 100, 3)),
-    ("nopreempt accepts a lower master", {"preempt": False}, 50, 100, master_down_interval(100, 100, 3)),
-    ("preempt delay holds off preemption", {"preempt_delay": 30.0}, 50, 100, master_down_interval(100, 100, 3)),
+    (
+        "nopreempt accepts a lower master",
+        {"preempt": False},
+        50,
+        100,
+        master_down_interval(100, 100, 3),
+    ),
+    (
+        "preempt delay holds off preemption",
+        {"preempt_delay": 30.0},
+        50,
+        100,
+        master_down_interval(100, 100, 3),
+    ),
 ]
 
 
@@ -192,6 +205,7 @@ def test_resigning_master_is_replaced_after_skew() -> None:
     assert deadline == pytest.approx(2.0 + skew_time(100, 100, 3))
     router, actions = step(router, TimerExpired(), deadline)
     assert router.state == State.MASTER
+    assert kinds(actions)[:3] == ["AddAddresses", "SendAdvertisement", "Announce"]
     assert router.last_transition is not None
     assert router.last_transition.reason == "master down"
 
@@ -302,7 +316,9 @@ def test_three_routers_elect_the_highest_priority() -> None:
     """A tiny in-memory segment: every advert reaches every other router at the same instant."""
     addrs = [ipaddress.ip_address(f"192.0.2.{i}") for i in (11, 12, 13)]
     prios = [100, 150, 50]
-    routers = [started(config(priority=p, primary_address=a)) for p, a in zip(prios, addrs, strict=True)]
+    routers = [
+        started(config(priority=p, primary_address=a)) for p, a in zip(prios, addrs, strict=True)
+    ]
     now = 0.0
     for _ in range(50):
         due = [(next_deadline(r), i) for i, r in enumerate(routers)]

@@ -12,8 +12,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vipkeeper_api import ConfigError, load_spec, parse_spec
 from vipkeeper_agent.reload import plan_reload
+from vipkeeper_api import ConfigError, load_spec, parse_spec
 
 
 def inst(**kw: Any) -> dict[str, Any]:
@@ -50,7 +50,11 @@ def test_models_are_frozen() -> None:
 
 
 def test_whole_node_assignment_object_is_accepted() -> None:
-    doc = {"apiVersion": "vipkeeper.io/v1alpha1", "kind": "NodeAssignment", "spec": {"instances": [inst()]}}
+    doc = {
+        "apiVersion": "vipkeeper.io/v1alpha1",
+        "kind": "NodeAssignment",
+        "spec": {"instances": [inst()]},
+    }
     assert parse_spec(doc).instances[0].name == "web"
     assert "spec.instances[0].vrid" in errors_of({**doc, "spec": {"instances": [inst(vrid=0)]}})
 
@@ -59,7 +63,11 @@ ERROR_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("vrid 0", inst(vrid=0), ["instances[0].vrid", "greater than or equal to 1", "got 0"]),
     ("vrid 256", inst(vrid=256), ["instances[0].vrid", "less than or equal to 255", "got 256"]),
     ("priority 0", inst(priority=0), ["instances[0].priority", "got 0"]),
-    ("priority 255 without owner", inst(priority=255), ["priority 255 is reserved", "addressOwner"]),
+    (
+        "priority 255 without owner",
+        inst(priority=255),
+        ["priority 255 is reserved", "addressOwner"],
+    ),
     ("owner without 255", inst(addressOwner=True), ["addressOwner: true needs priority 255"]),
     ("unknown key", inst(priorty=5), ["instances[0].priorty", "unknown field"]),
     ("snake case key", inst(advert_interval=1), ["instances[0].advert_interval", "unknown field"]),
@@ -67,41 +75,75 @@ ERROR_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("multicast vip", inst(addresses=["224.0.0.5"]), ["multicast", "must be unicast"]),
     ("no addresses", inst(addresses=[]), ["instances[0].addresses"]),
     ("mixed families", inst(addresses=["192.0.2.1", "2001:db8::1"]), ["mixes IPv4 and IPv6"]),
-    ("ipv6 with v2", inst(version=2, addresses=["2001:db8::1"]), ["IPv6 addresses need VRRP version 3"]),
-    ("v2 fractional", inst(version=2, advertInterval=0.5), ["advertInterval 0.5", "whole seconds 1-255"]),
+    (
+        "ipv6 with v2",
+        inst(version=2, addresses=["2001:db8::1"]),
+        ["IPv6 addresses need VRRP version 3"],
+    ),
+    (
+        "v2 fractional",
+        inst(version=2, advertInterval=0.5),
+        ["advertInterval 0.5", "whole seconds 1-255"],
+    ),
     ("v2 too long", inst(version=2, advertInterval=256), ["advertInterval 256", "whole seconds"]),
     ("v3 too short", inst(advertInterval=0.005), ["advertInterval 0.005", "0.01-40.95"]),
     ("v3 too long", inst(advertInterval=41), ["advertInterval 41", "0.01-40.95"]),
     ("v3 not centiseconds", inst(advertInterval=0.015), ["steps of 0.01"]),
     ("auth with v3", inst(auth={"password": "x"}), ["auth (PASS) exists only in VRRP version 2"]),
-    ("long password", inst(version=2, auth={"password": "123456789"}), ["auth.password", "at most 8 bytes"]),
+    (
+        "long password",
+        inst(version=2, auth={"password": "123456789"}),
+        ["auth.password", "at most 8 bytes"],
+    ),
     ("version 4", inst(version=4), ["instances[0].version", "got 4"]),
     ("peer family", inst(unicastPeers=["2001:db8::2"]), ["unicastPeers has 2001:db8::2", "IPv4"]),
     ("bad peer", inst(unicastPeers=["nope"]), ["'nope' is not an IP address"]),
     ("bad name", inst(name="Web_1"), ["'Web_1' is not a valid name"]),
     ("bad interface", inst(interface="eth0 with spaces"), ["not a Linux interface name"]),
-    ("group not multicast", inst(multicastGroup="192.0.2.9"), ["must be an IPv4 multicast address"]),
+    (
+        "group not multicast",
+        inst(multicastGroup="192.0.2.9"),
+        ["must be an IPv4 multicast address"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "instance", "needles"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
-def test_rejections_name_path_value_and_fix(name: str, instance: dict[str, Any], needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("name", "instance", "needles"), ERROR_CASES, ids=[c[0] for c in ERROR_CASES]
+)
+def test_rejections_name_path_value_and_fix(
+    name: str, instance: dict[str, Any], needles: list[str]
+) -> None:
     message = errors_of({"instances": [inst(name="ok", vrid=1, addresses=["192.0.2.1"]), instance]})
     for needle in needles:
         assert needle.replace("instances[0]", "instances[1]") in message, message
 
 
 def test_duplicate_vrid_on_same_interface_and_family() -> None:
-    doc = {"instances": [inst(interface="eth0"), inst(name="b", interface="eth0", addresses=["192.0.2.7"])]}
+    doc = {
+        "instances": [
+            inst(interface="eth0"),
+            inst(name="b", interface="eth0", addresses=["192.0.2.7"]),
+        ]
+    }
     message = errors_of(doc)
     assert "instances[1].vrid 51 is already used by instances[0] on eth0 for IPv4" in message
     # Same VRID on another family or interface is fine (RFC 5798 §7.3 keeps the families apart).
     parse_spec({"instances": [inst(), inst(name="b", addresses=["2001:db8::7"])]})
-    parse_spec({"instances": [inst(interface="eth0"), inst(name="b", interface="eth1", addresses=["10.0.0.1"])]})
+    parse_spec(
+        {
+            "instances": [
+                inst(interface="eth0"),
+                inst(name="b", interface="eth1", addresses=["10.0.0.1"]),
+            ]
+        }
+    )
 
 
 def test_duplicate_names_and_addresses() -> None:
-    assert "name 'web' is already used" in errors_of({"instances": [inst(), inst(vrid=2, addresses=["10.0.0.1"])]})
+    assert "name 'web' is already used" in errors_of(
+        {"instances": [inst(), inst(vrid=2, addresses=["10.0.0.1"])]}
+    )
     assert "already in instances[0]" in errors_of({"instances": [inst(), inst(name="b", vrid=2)]})
 
 
@@ -148,11 +190,15 @@ def test_virtual_server_model() -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(
-            st.sampled_from(["instances", "name", "vrid", "addresses", "priority", "version", "x"]),
-            children,
-            max_size=5,
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    ["instances", "name", "vrid", "addresses", "priority", "version", "x"]
+                ),
+                children,
+                max_size=5,
+            )
         ),
         max_leaves=20,
     )
@@ -165,18 +211,32 @@ def test_loader_never_raises_anything_but_config_error(document: object) -> None
 
 
 def test_reload_plan() -> None:
-    old = {i.name: i for i in parse_spec({"instances": [
-        inst(name="same"),
-        inst(name="prio", vrid=2, addresses=["10.0.0.2"]),
-        inst(name="vrid", vrid=3, addresses=["10.0.0.3"]),
-        inst(name="gone", vrid=4, addresses=["10.0.0.4"]),
-    ]}).instances}
-    new = {i.name: i for i in parse_spec({"instances": [
-        inst(name="same"),
-        inst(name="prio", vrid=2, priority=200, addresses=["10.0.0.2", "10.0.0.22"]),
-        inst(name="vrid", vrid=33, addresses=["10.0.0.3"]),
-        inst(name="new", vrid=5, addresses=["10.0.0.5"]),
-    ]}).instances}
+    old = {
+        i.name: i
+        for i in parse_spec(
+            {
+                "instances": [
+                    inst(name="same"),
+                    inst(name="prio", vrid=2, addresses=["10.0.0.2"]),
+                    inst(name="vrid", vrid=3, addresses=["10.0.0.3"]),
+                    inst(name="gone", vrid=4, addresses=["10.0.0.4"]),
+                ]
+            }
+        ).instances
+    }
+    new = {
+        i.name: i
+        for i in parse_spec(
+            {
+                "instances": [
+                    inst(name="same"),
+                    inst(name="prio", vrid=2, priority=200, addresses=["10.0.0.2", "10.0.0.22"]),
+                    inst(name="vrid", vrid=33, addresses=["10.0.0.3"]),
+                    inst(name="new", vrid=5, addresses=["10.0.0.5"]),
+                ]
+            }
+        ).instances
+    }
     plan = plan_reload(old, new)
     assert plan.keep == ("same",)
     assert plan.reconfigure == ("prio",)

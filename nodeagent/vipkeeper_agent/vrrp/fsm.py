@@ -232,6 +232,11 @@ def _start(result: _Result, reason: str, now: float) -> None:
         _become_backup(result, reason, now, None, router.config.interval_cs)
 
 
+def _address_key(address: IPAddress) -> int:
+    # Both sides are of the instance's family; int() keeps mypy from mixing v4 and v6 orderings.
+    return int(address)
+
+
 def _preempt_held(router: Router, now: float) -> bool:
     delay = router.config.preempt_delay
     return delay > 0 and router.backup_since is not None and now < router.backup_since + delay
@@ -247,11 +252,7 @@ def _on_advert_backup(result: _Result, event: AdvertReceived, now: float) -> Non
         skew = skew_time(router.priority, router.master_adver_interval_cs, router.config.version)
         result.router = replace(router, master_down_deadline=now + skew)
         return
-    if (
-        not router.config.preempt
-        or event.priority >= router.priority
-        or _preempt_held(router, now)
-    ):
+    if not router.config.preempt or event.priority >= router.priority or _preempt_held(router, now):
         mai = event.interval_cs if router.config.version == 3 else router.master_adver_interval_cs
         router = replace(router, master_address=event.source, master_adver_interval_cs=mai)
         result.router = replace(router, master_down_deadline=_master_down(router, now))
@@ -268,9 +269,9 @@ def _on_advert_master(result: _Result, event: AdvertReceived, now: float) -> Non
         )
         return
     higher = event.priority > router.priority
-    tie_won_by_peer = (
-        event.priority == router.priority and event.source > router.config.primary_address
-    )
+    tie_won_by_peer = event.priority == router.priority and _address_key(
+        event.source
+    ) > _address_key(router.config.primary_address)
     if higher or tie_won_by_peer:
         reason = (
             f"higher priority {event.priority} from {event.source}"
@@ -282,7 +283,11 @@ def _on_advert_master(result: _Result, event: AdvertReceived, now: float) -> Non
 
 def _on_timer(result: _Result, now: float) -> None:
     router = result.router
-    if router.state == State.MASTER and router.adver_deadline is not None and now >= router.adver_deadline:
+    if (
+        router.state == State.MASTER
+        and router.adver_deadline is not None
+        and now >= router.adver_deadline
+    ):
         result.actions.append(SendAdvertisement(router.priority, router.config.interval_cs))
         result.router = replace(
             router, adver_deadline=now + advert_interval(router.config.interval_cs)

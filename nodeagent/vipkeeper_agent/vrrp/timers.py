@@ -19,7 +19,9 @@ def master_down_interval(priority: int, master_adver_interval_cs: int, version: 
 
     Both RFCs: Master_Down_Interval = 3 * Master_Adver_Interval + Skew_Time.
     """
-    return 3 * master_adver_interval_cs / 100 + skew_time(priority, master_adver_interval_cs, version)
+    return 3 * master_adver_interval_cs / 100 + skew_time(
+        priority, master_adver_interval_cs, version
+    )
 
 
 def advert_interval(interval_cs: int) -> float:

@@ -1,0 +1,239 @@
+"""Drives one VRRP instance: feeds the pure state machine, arms its timer, executes its actions.
+
+The runner owns no sockets or netlink handles; it calls an ``Effects`` object for that, so the
+whole driver can be exercised in tests with a fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vipkeeper_agent.vrrp import fsm
+from vipkeeper_agent.vrrp.packet import Advertisement, DropReason
+from vipkeeper_agent.vrrp.receive import Expectation
+from vipkeeper_api.models import VrrpInstance
+
+log = logging.getLogger("vipkeeper.instance")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class Effects(Protocol):
+    """What a runner needs from the outside world (implemented by the supervisor)."""
+
+    def send_advertisement(self, runner: InstanceRunner, advert: Advertisement) -> None: ...
+
+    async def add_addresses(
+        self, runner: InstanceRunner, addresses: Sequence[IPInterface]
+    ) -> None: ...
+
+    async def remove_addresses(
+        self, runner: InstanceRunner, addresses: Sequence[IPInterface]
+    ) -> None: ...
+
+    def announce(self, runner: InstanceRunner, addresses: Sequence[IPInterface]) -> None: ...
+
+    def stop_announce(self, runner: InstanceRunner) -> None: ...
+
+    def transitioned(self, runner: InstanceRunner, transition: fsm.Transition) -> None: ...
+
+
+def router_config(spec: VrrpInstance, primary: IPAddress) -> fsm.RouterConfig:
+    return fsm.RouterConfig(
+        vrid=spec.vrid,
+        version=spec.version,
+        priority=spec.priority,
+        interval_cs=spec.advert_interval_cs,
+        addresses=spec.addresses,
+        primary_address=primary,
+        preempt=spec.preempt,
+        preempt_delay=spec.preempt_delay,
+    )
+
+
+def expectation(spec: VrrpInstance) -> Expectation:
+    auth_data = spec.auth.password.encode() if spec.auth else b""
+    return Expectation(
+        version=spec.version,
+        vrid=spec.vrid,
+        interval_cs=spec.advert_interval_cs,
+        addresses=frozenset(a.ip for a in spec.addresses),
+        auth_type=1 if spec.auth else 0,
+        auth_data=auth_data,
+        peers=frozenset(spec.unicast_peers),
+    )
+
+
+@dataclass
+class Counters:
+    adverts_sent: int = 0
+    adverts_received: int = 0
+    send_errors: int = 0
+    address_errors: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def drop(self, reason: DropReason | str) -> None:
+        self.dropped[str(reason)] += 1
+
+
+class InstanceRunner:
+    """One VRRP instance bound to a resolved interface and source address."""
+
+    def __init__(
+        self,
+        spec: VrrpInstance,
+        ifname: str,
+        ifindex: int,
+        primary: IPAddress,
+        effects: Effects,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.spec = spec
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.primary = primary
+        self.effects = effects
+        self.loop = loop
+        self.expect = expectation(spec)
+        self.counters = Counters()
+        self.router = fsm.new_router(router_config(spec, primary), loop.time())
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pending: asyncio.Queue[list[fsm.Action]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        # Wall time of loop time 0, so that status can show real timestamps for monotonic ones.
+        self._wall_offset = time.time() - loop.time()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def wall(self, loop_time: float) -> float:
+        return loop_time + self._wall_offset
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, link_up: bool) -> None:
+        self._worker = self.loop.create_task(self._execute_forever(), name=f"vrrp-{self.name}")
+        self.handle(fsm.Startup(link_up=link_up))
+
+    async def stop(self, reason: str = "shutdown") -> None:
+        """Resign (priority 0 if master), drop VIPs, and wait until that is done."""
+        self.handle(fsm.Shutdown(reason))
+        self._cancel_timer()
+        await self._pending.join()
+        if self._worker is not None:
+            self._worker.cancel()
+
+    def reconfigure(self, spec: VrrpInstance) -> None:
+        self.spec = spec
+        self.expect = expectation(spec)
+        self.handle(fsm.Reconfigure(router_config(spec, self.primary)))
+
+    # --- events -------------------------------------------------------------------------------
+
+    def handle(self, event: fsm.Event, now: float | None = None) -> None:
+        now = self.loop.time() if now is None else now
+        self.router, actions = fsm.step(self.router, event, now)
+        # Adverts go out here, synchronously, so nothing queued behind netlink can delay them.
+        queued: list[fsm.Action] = []
+        for action in actions:
+            if isinstance(action, fsm.SendAdvertisement) and not queued:
+                self._send(action)
+            else:
+                queued.append(action)
+        if queued:
+            self._pending.put_nowait(queued)
+        self._rearm()
+
+    def on_advertisement(self, advert: Advertisement, source: IPAddress) -> None:
+        self.counters.adverts_received += 1
+        self.handle(fsm.AdvertReceived(source, advert.priority, advert.interval_cs))
+
+    def link_changed(self, up: bool) -> None:
+        self.handle(fsm.LinkUp() if up else fsm.LinkDown())
+
+    # --- timer --------------------------------------------------------------------------------
+
+    def _rearm(self) -> None:
+        deadline = fsm.next_deadline(self.router)
+        if deadline == self._timer_at:
+            return
+        self._cancel_timer()
+        if deadline is not None:
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._fire, deadline)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
+
+    def _fire(self, deadline: float) -> None:
+        self._timer = None
+        self._timer_at = None
+        # asyncio may wake a hair before the deadline; the deadline is what the FSM must see.
+        self.handle(fsm.TimerExpired(), max(self.loop.time(), deadline))
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def _send(self, action: fsm.SendAdvertisement) -> None:
+        spec = self.spec
+        advert = Advertisement(
+            version=spec.version,
+            vrid=spec.vrid,
+            priority=action.priority,
+            interval_cs=action.interval_cs,
+            addresses=tuple(a.ip for a in spec.addresses),
+            auth_type=self.expect.auth_type,
+            auth_data=self.expect.auth_data,
+        )
+        try:
+            self.effects.send_advertisement(self, advert)
+            self.counters.adverts_sent += 1
+        except OSError as exc:
+            self.counters.send_errors += 1
+            log.warning("event=send_failed instance=%s error=%r", self.name, exc)
+
+    async def _execute_forever(self) -> None:
+        while True:
+            actions = await self._pending.get()
+            try:
+                await self._execute(actions)
+            except Exception:
+                log.exception("event=action_failed instance=%s", self.name)
+            finally:
+                self._pending.task_done()
+
+    async def _execute(self, actions: list[fsm.Action]) -> None:
+        for action in actions:
+            match action:
+                case fsm.SendAdvertisement():
+                    self._send(action)
+                case fsm.AddAddresses(addresses=addresses):
+                    try:
+                        await self.effects.add_addresses(self, addresses)
+                    except OSError as exc:
+                        self.counters.address_errors += 1
+                        log.error("event=add_failed instance=%s error=%r", self.name, exc)
+                case fsm.RemoveAddresses(addresses=addresses):
+                    try:
+                        await self.effects.remove_addresses(self, addresses)
+                    except OSError as exc:
+                        self.counters.address_errors += 1
+                        log.error("event=remove_failed instance=%s error=%r", self.name, exc)
+                case fsm.Announce(addresses=addresses):
+                    self.effects.announce(self, addresses)
+                case fsm.StopAnnounce():
+                    self.effects.stop_announce(self)
+                case fsm.Notify(transition=transition):
+                    self.effects.transitioned(self, transition)

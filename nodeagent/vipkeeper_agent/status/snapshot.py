@@ -1,0 +1,65 @@
+"""Build the JSON-ready status document from the runners' state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vipkeeper_agent.instance import InstanceRunner
+
+SCHEMA_VERSION = 1
+
+
+def instance_status(runner: InstanceRunner) -> dict[str, Any]:
+    router = runner.router
+    last = router.last_transition
+    counters = runner.counters
+    return {
+        "name": runner.name,
+        "vrid": runner.spec.vrid,
+        "version": runner.spec.version,
+        "interface": runner.ifname,
+        "addresses": [str(a) for a in runner.spec.addresses],
+        "state": str(router.state),
+        "priority": router.priority,
+        "configuredPriority": runner.spec.priority,
+        "advertInterval": router.master_adver_interval_cs / 100,
+        "primaryAddress": str(runner.primary),
+        "masterAddress": None if router.master_address is None else str(router.master_address),
+        "since": runner.wall(router.since),
+        "lastTransition": None
+        if last is None
+        else {
+            "from": str(last.from_state),
+            "to": str(last.to_state),
+            "reason": last.reason,
+            "at": runner.wall(last.at),
+        },
+        "counters": {
+            "advertsSent": counters.adverts_sent,
+            "advertsReceived": counters.adverts_received,
+            "sendErrors": counters.send_errors,
+            "addressErrors": counters.address_errors,
+            "dropped": dict(sorted(counters.dropped.items())),
+        },
+    }
+
+
+def agent_status(
+    runners: Iterable[InstanceRunner],
+    unresolved: Mapping[str, str],
+    global_dropped: Mapping[str, int],
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    instances = [instance_status(r) for r in sorted(runners, key=lambda r: r.name)]
+    instances += [
+        {"name": name, "state": "FAULT", "reason": reason}
+        for name, reason in sorted(unresolved.items())
+    ]
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "config": dict(config),
+        "instances": instances,
+        "dropped": dict(sorted(global_dropped.items())),
+    }

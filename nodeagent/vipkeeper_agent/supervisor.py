@@ -1,0 +1,377 @@
+"""The agent: owns the adapters and the instance runners, reloads configuration, shuts down in order.
+
+Construct, then ``await run()``. Shutdown order: priority-0 adverts -> VIPs dropped -> sockets closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vipkeeper_agent.instance import InstanceRunner
+from vipkeeper_agent.io.announcer import Announcer
+from vipkeeper_agent.io.netlink import AddressManager, LinkWatcher
+from vipkeeper_agent.io.transport import ReceivedDatagram, VrrpSocket
+from vipkeeper_agent.reload import plan_reload
+from vipkeeper_agent.status.server import StatusServer
+from vipkeeper_agent.status.snapshot import agent_status
+from vipkeeper_agent.topology import InterfaceInfo, choose_interface, primary_address
+from vipkeeper_agent.vrrp import fsm
+from vipkeeper_agent.vrrp.packet import Advertisement, DecodeError, DropReason, decode, encode
+from vipkeeper_agent.vrrp.receive import check
+from vipkeeper_api import ConfigError, NodeAssignmentSpec, VrrpInstance, load_spec
+
+log = logging.getLogger("vipkeeper.agent")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+#: How often the config file is polled for changes (SIGHUP reloads at once).
+FILE_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    config_path: Path
+    status_socket: Path
+
+
+class Agent:
+    def __init__(self, options: AgentOptions, spec: NodeAssignmentSpec) -> None:
+        self.options = options
+        self.spec = spec
+        self.runners: dict[str, InstanceRunner] = {}
+        #: Instances we could not place (no such interface, no source address), with the reason.
+        self.unresolved: dict[str, str] = {}
+        self.global_dropped: Counter[str] = Counter()
+        self._sockets: dict[tuple[str, int], VrrpSocket] = {}
+        self._interfaces: dict[str, InterfaceInfo] = {}
+        self._addresses: AddressManager | None = None
+        self._links: LinkWatcher | None = None
+        self._announcer: Announcer | None = None
+        self._status: StatusServer | None = None
+        self._stopping = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._config_stamp = _stamp(options.config_path)
+        self._loaded_at = 0.0
+        self._reloads = 0
+        self._reload_error: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._addresses = await AddressManager.open()
+        try:
+            for ifname, addr in await self._addresses.remove_stale():
+                log.info("event=stale_vip_removed interface=%s address=%s", ifname, addr)
+            self._announcer = Announcer()
+            self._links = await LinkWatcher.open(self._on_link)
+            self._status = StatusServer(self.options.status_socket, self.status)
+            await self._status.start()
+            await self._refresh_interfaces()
+            for inst in self.spec.instances:
+                self._start_instance(inst)
+            self._loaded_at = loop.time()
+            if self.spec.virtual_servers:
+                log.warning(
+                    "event=virtual_servers_ignored count=%d reason=%s",
+                    len(self.spec.virtual_servers),
+                    "IPVS programming is not part of this release; the entries were validated only",
+                )
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+            poller = loop.create_task(self._poll_config())
+            log.info("event=started instances=%d", len(self.runners))
+            await self._stopping.wait()
+            poller.cancel()
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        log.info("event=stopping")
+        if self.runners:
+            await asyncio.wait_for(
+                asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True),
+                timeout=0.8,
+            )
+        self.runners.clear()
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+        if self._announcer is not None:
+            self._announcer.close()
+        if self._links is not None:
+            await self._links.close()
+        if self._status is not None:
+            await self._status.close()
+        if self._addresses is not None:
+            await self._addresses.close()
+        log.info("event=stopped")
+
+    # --- instances ----------------------------------------------------------------------------
+
+    def _resolve(self, inst: VrrpInstance) -> tuple[InterfaceInfo, IPAddress] | str:
+        if inst.interface is not None:
+            iface = self._interfaces.get(inst.interface)
+            if iface is None:
+                return f"interface {inst.interface} does not exist on this node"
+        else:
+            found = choose_interface(inst.addresses[0], list(self._interfaces.values()))
+            if found is None:
+                return (
+                    f"no interface has a subnet containing {inst.addresses[0].ip}; "
+                    "set 'interface' explicitly"
+                )
+            iface = found
+        vips = {a.ip for a in inst.addresses}
+        primary = inst.unicast_source or primary_address(iface, inst.family, exclude=vips)
+        if primary is None:
+            kind = "IPv4 address" if inst.family == 4 else "IPv6 link-local address"
+            return f"interface {iface.name} has no {kind} to send adverts from"
+        return iface, primary
+
+    def _start_instance(self, inst: VrrpInstance) -> None:
+        resolved = self._resolve(inst)
+        if isinstance(resolved, str):
+            self.unresolved[inst.name] = resolved
+            log.error("event=instance_unresolved instance=%s reason=%r", inst.name, resolved)
+            return
+        self.unresolved.pop(inst.name, None)
+        iface, primary = resolved
+        sock = self._socket(iface, inst.family)
+        if not inst.unicast_peers:
+            sock.join(inst.group)
+        runner = InstanceRunner(
+            inst, iface.name, iface.index, primary, self, asyncio.get_running_loop()
+        )
+        self.runners[inst.name] = runner
+        runner.start(link_up=iface.up)
+        log.info(
+            "event=instance_started instance=%s vrid=%d version=%d interface=%s source=%s mode=%s",
+            inst.name,
+            inst.vrid,
+            inst.version,
+            iface.name,
+            primary,
+            "unicast" if inst.unicast_peers else f"multicast:{inst.group}",
+        )
+
+    async def _stop_instance(self, name: str, reason: str) -> None:
+        self.unresolved.pop(name, None)
+        runner = self.runners.pop(name, None)
+        if runner is None:
+            return
+        await runner.stop(reason)
+        if not runner.spec.unicast_peers:
+            sock = self._sockets.get((runner.ifname, runner.spec.family))
+            if sock is not None:
+                sock.leave(runner.spec.group)
+
+    def _socket(self, iface: InterfaceInfo, family: int) -> VrrpSocket:
+        key = (iface.name, family)
+        sock = self._sockets.get(key)
+        if sock is None:
+            sock = VrrpSocket.open(
+                iface.name, iface.index, family, lambda d, k=key: self._on_datagram(k, d)
+            )
+            self._sockets[key] = sock
+        return sock
+
+    async def _refresh_interfaces(self) -> None:
+        assert self._addresses is not None
+        self._interfaces = {i.name: i for i in await self._addresses.interfaces()}
+
+    # --- receive path -------------------------------------------------------------------------
+
+    def _on_datagram(self, key: tuple[str, int], dgram: ReceivedDatagram) -> None:
+        runners = [r for r in self.runners.values() if (r.ifname, r.spec.family) == key]
+        if any(dgram.source == r.primary for r in runners):
+            return  # Our own advert looped back (another instance on this socket sent it).
+        vrid = dgram.payload[1] if len(dgram.payload) > 1 else -1
+        mine = [r for r in runners if r.spec.vrid == vrid]
+        try:
+            advert = decode(dgram.payload, dgram.source, dgram.destination)
+        except DecodeError as exc:
+            self._drop(mine, exc.reason, dgram, exc.detail)
+            return
+        if not mine:
+            self.global_dropped[str(DropReason.OTHER_VRID)] += 1
+            return
+        for runner in mine:
+            reason = check(advert, dgram.ttl, dgram.source, runner.expect)
+            if reason is None:
+                runner.on_advertisement(advert, dgram.source)
+            else:
+                self._drop([runner], reason, dgram, "")
+
+    def _drop(
+        self,
+        runners: Sequence[InstanceRunner],
+        reason: DropReason,
+        dgram: ReceivedDatagram,
+        detail: str,
+    ) -> None:
+        if runners:
+            for runner in runners:
+                runner.counters.drop(reason)
+        else:
+            self.global_dropped[str(reason)] += 1
+        if reason != DropReason.OTHER_VRID:
+            log.debug(
+                "event=advert_dropped reason=%s source=%s detail=%r", reason, dgram.source, detail
+            )
+
+    def _on_link(self, ifname: str, up: bool) -> None:
+        known = self._interfaces.get(ifname)
+        if known is not None and known.up == up:
+            return
+        log.info("event=link_changed interface=%s up=%s", ifname, up)
+        if known is not None:
+            self._interfaces[ifname] = _with_up(known, up)
+        for runner in self.runners.values():
+            if runner.ifname == ifname:
+                runner.link_changed(up)
+
+    # --- Effects (called by runners) ----------------------------------------------------------
+
+    def send_advertisement(self, runner: InstanceRunner, advert: Advertisement) -> None:
+        sock = self._sockets[(runner.ifname, runner.spec.family)]
+        spec = runner.spec
+        targets: Sequence[IPAddress] = spec.unicast_peers or (spec.group,)
+        for target in targets:
+            sock.send(encode(advert, runner.primary, target), target, runner.primary)
+
+    async def add_addresses(self, runner: InstanceRunner, addresses: Sequence[IPInterface]) -> None:
+        assert self._addresses is not None
+        await self._addresses.add(runner.ifname, addresses)
+
+    async def remove_addresses(
+        self, runner: InstanceRunner, addresses: Sequence[IPInterface]
+    ) -> None:
+        assert self._addresses is not None
+        await self._addresses.remove(runner.ifname, addresses)
+
+    def announce(self, runner: InstanceRunner, addresses: Sequence[IPInterface]) -> None:
+        assert self._announcer is not None
+        iface = self._interfaces[runner.ifname]
+        garp = runner.spec.garp
+        self._announcer.start(
+            runner.name,
+            iface.name,
+            iface.index,
+            iface.mac,
+            addresses,
+            count=garp.count,
+            interval=garp.interval,
+            repeat_delay=garp.repeat_delay,
+            refresh=garp.refresh,
+        )
+
+    def stop_announce(self, runner: InstanceRunner) -> None:
+        assert self._announcer is not None
+        self._announcer.stop(runner.name)
+
+    def transitioned(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
+        log.info(
+            "event=transition instance=%s vrid=%d from=%s to=%s reason=%r priority=%d master=%s",
+            runner.name,
+            runner.spec.vrid,
+            transition.from_state,
+            transition.to_state,
+            transition.reason,
+            runner.router.priority,
+            runner.router.master_address,
+        )
+
+    # --- configuration ------------------------------------------------------------------------
+
+    async def _poll_config(self) -> None:
+        while True:
+            await asyncio.sleep(FILE_POLL_SECONDS)
+            stamp = _stamp(self.options.config_path)
+            if stamp != self._config_stamp:
+                await self.reload("file changed")
+
+    async def reload(self, trigger: str) -> bool:
+        async with self._reload_lock:
+            path = self.options.config_path
+            self._config_stamp = _stamp(path)
+            try:
+                new = load_spec(path.read_bytes(), str(path))
+            except (OSError, ConfigError) as exc:
+                self._reload_error = str(exc)
+                log.error("event=reload_rejected trigger=%r keeping=running error=%s", trigger, exc)
+                return False
+            self._reload_error = None
+            old_by_name = {i.name: i for i in self.spec.instances}
+            new_by_name = {i.name: i for i in new.instances}
+            plan = plan_reload(old_by_name, new_by_name)
+            log.info(
+                "event=reload trigger=%r keep=%s reconfigure=%s replace=%s start=%s stop=%s",
+                trigger,
+                list(plan.keep),
+                list(plan.reconfigure),
+                list(plan.replace),
+                list(plan.start),
+                list(plan.stop),
+            )
+            self.spec = new
+            self._reloads += 1
+            for name in plan.stop + plan.replace:
+                await self._stop_instance(name, "removed by reload")
+            await self._refresh_interfaces()
+            for name in plan.reconfigure:
+                runner = self.runners.get(name)
+                if runner is None:
+                    self._start_instance(new_by_name[name])
+                else:
+                    runner.reconfigure(new_by_name[name])
+            for name in plan.replace + plan.start:
+                self._start_instance(new_by_name[name])
+            # Instances that could not be placed before may fit now (e.g. interface appeared).
+            for name in list(self.unresolved):
+                if name in new_by_name and name not in self.runners:
+                    self._start_instance(new_by_name[name])
+            return True
+
+    # --- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        config = {
+            "path": str(self.options.config_path),
+            "reloads": self._reloads,
+            "lastReloadError": self._reload_error,
+        }
+        return agent_status(self.runners.values(), self.unresolved, self.global_dropped, config)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _with_up(iface: InterfaceInfo, up: bool) -> InterfaceInfo:
+    return replace(iface, up=up)
+
+
+async def run_agent(options: AgentOptions, spec: NodeAssignmentSpec) -> None:
+    agent = Agent(options, spec)
+    with contextlib.suppress(asyncio.CancelledError):
+        await agent.run()
