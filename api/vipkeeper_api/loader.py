@@ -58,12 +58,13 @@ def _path(loc: tuple[int | str, ...]) -> str:
 def _lookup(document: object, loc: tuple[int | str, ...]) -> object:
     node = document
     for part in loc:
-        if (isinstance(node, Mapping) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
+        if isinstance(node, Mapping) and part in node:
             node = node[part]
-        else:
-            return _MISSING
+            continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            continue
+        return _MISSING
     return node
 
 

@@ -14,6 +14,7 @@ import signal
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ from vipkeeper_agent.io.transport import ReceivedDatagram, VrrpSocket
 from vipkeeper_agent.reload import plan_reload
 from vipkeeper_agent.status.server import StatusServer
 from vipkeeper_agent.status.snapshot import agent_status
-from vipkeeper_agent.topology import InterfaceInfo, choose_interface, primary_address
+from vipkeeper_agent.topology import (
+    AF_INET,
+    AF_INET6,
+    InterfaceInfo,
+    choose_interface,
+    primary_address,
+)
 from vipkeeper_agent.vrrp import fsm
 from vipkeeper_agent.vrrp.packet import Advertisement, DecodeError, DropReason, decode, encode
 from vipkeeper_agent.vrrp.receive import check
@@ -138,7 +145,7 @@ class Agent:
                 )
             iface = found
         vips = {a.ip for a in inst.addresses}
-        primary = inst.unicast_source or primary_address(iface, inst.family, exclude=vips)
+        primary = inst.unicast_source or primary_address(iface, _af(inst.family), exclude=vips)
         if primary is None:
             kind = "IPv4 address" if inst.family == 4 else "IPv6 link-local address"
             return f"interface {iface.name} has no {kind} to send adverts from"
@@ -186,7 +193,7 @@ class Agent:
         sock = self._sockets.get(key)
         if sock is None:
             sock = VrrpSocket.open(
-                iface.name, iface.index, family, lambda d, k=key: self._on_datagram(k, d)
+                iface.name, iface.index, _af(family), partial(self._on_datagram, key)
             )
             self._sockets[key] = sock
         return sock
@@ -365,6 +372,11 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _af(family: int) -> int:
+    # The schema speaks IP versions (4, 6); sockets and the topology helpers speak AF_* numbers.
+    return AF_INET if family == 4 else AF_INET6
 
 
 def _with_up(iface: InterfaceInfo, up: bool) -> InterfaceInfo:
