@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 APT_PACKAGES := python3 python3-venv iproute2 keepalived tcpdump procps kmod
-PY_SOURCES := api nodeagent operator lab tests bench
+PY_SOURCES := $(wildcard api nodeagent operator lab tests bench)
 
 .PHONY: help run test deps apt venv lint typecheck imports unit netns interop bench clean
 
