@@ -62,6 +62,8 @@ class Agent:
         self.global_dropped: Counter[str] = Counter()
         self._sockets: dict[tuple[str, int], VrrpSocket] = {}
         self._interfaces: dict[str, InterfaceInfo] = {}
+        self._by_vrid: dict[tuple[str, int], dict[int, list[InstanceRunner]]] = {}
+        self._own_sources: dict[tuple[str, int], set[IPAddress]] = {}
         self._addresses: AddressManager | None = None
         self._links: LinkWatcher | None = None
         self._announcer: Announcer | None = None
@@ -111,11 +113,18 @@ class Agent:
     async def _shutdown(self) -> None:
         log.info("event=stopping")
         if self.runners:
-            await asyncio.wait_for(
-                asyncio.gather(*(r.stop() for r in self.runners.values()), return_exceptions=True),
-                timeout=0.8,
-            )
+            try:
+                # Bounded: SIGTERM must end the agent within a second even if netlink hangs.
+                await asyncio.wait_for(
+                    asyncio.gather(
+                        *(r.stop() for r in self.runners.values()), return_exceptions=True
+                    ),
+                    timeout=0.8,
+                )
+            except TimeoutError:
+                log.error("event=shutdown_timeout detail='some VIPs may not have been removed'")
         self.runners.clear()
+        self._reindex()
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
@@ -166,6 +175,7 @@ class Agent:
             inst, iface.name, iface.index, primary, self, asyncio.get_running_loop()
         )
         self.runners[inst.name] = runner
+        self._reindex()
         runner.start(link_up=iface.up)
         log.info(
             "event=instance_started instance=%s vrid=%d version=%d interface=%s source=%s mode=%s",
@@ -182,6 +192,7 @@ class Agent:
         runner = self.runners.pop(name, None)
         if runner is None:
             return
+        self._reindex()
         await runner.stop(reason)
         if not runner.spec.unicast_peers:
             sock = self._sockets.get((runner.ifname, runner.spec.family))
@@ -204,12 +215,21 @@ class Agent:
 
     # --- receive path -------------------------------------------------------------------------
 
+    def _reindex(self) -> None:
+        """Rebuild the receive-path lookup tables; called whenever the set of runners changes."""
+        by_vrid: dict[tuple[str, int], dict[int, list[InstanceRunner]]] = {}
+        own: dict[tuple[str, int], set[IPAddress]] = {}
+        for runner in self.runners.values():
+            key = (runner.ifname, runner.spec.family)
+            by_vrid.setdefault(key, {}).setdefault(runner.spec.vrid, []).append(runner)
+            own.setdefault(key, set()).add(runner.primary)
+        self._by_vrid, self._own_sources = by_vrid, own
+
     def _on_datagram(self, key: tuple[str, int], dgram: ReceivedDatagram) -> None:
-        runners = [r for r in self.runners.values() if (r.ifname, r.spec.family) == key]
-        if any(dgram.source == r.primary for r in runners):
+        if dgram.source in self._own_sources.get(key, ()):
             return  # Our own advert looped back (another instance on this socket sent it).
         vrid = dgram.payload[1] if len(dgram.payload) > 1 else -1
-        mine = [r for r in runners if r.spec.vrid == vrid]
+        mine = self._by_vrid.get(key, {}).get(vrid, [])
         try:
             advert = decode(dgram.payload, dgram.source, dgram.destination)
         except DecodeError as exc:
@@ -247,11 +267,21 @@ class Agent:
         if known is not None and known.up == up:
             return
         log.info("event=link_changed interface=%s up=%s", ifname, up)
+        if known is None and up and self.unresolved:
+            # An interface appeared: instances that could not be placed may fit now.
+            asyncio.get_running_loop().create_task(self._retry_unresolved())
         if known is not None:
             self._interfaces[ifname] = _with_up(known, up)
         for runner in self.runners.values():
             if runner.ifname == ifname:
                 runner.link_changed(up)
+
+    async def _retry_unresolved(self) -> None:
+        async with self._reload_lock:
+            await self._refresh_interfaces()
+            for inst in self.spec.instances:
+                if inst.name in self.unresolved and inst.name not in self.runners:
+                    self._start_instance(inst)
 
     # --- Effects (called by runners) ----------------------------------------------------------
 
