@@ -89,7 +89,18 @@ def _message(error: Any) -> str:
 def parse_spec(document: object, source: str = "<config>") -> NodeAssignmentSpec:
     """Turn a decoded document into a spec. Accepts the bare spec or a whole NodeAssignment object."""
     if document is None:
-        document = {}
+        # An empty file is far more often a truncated write or a `> file` mistake than a wish to
+        # drop every VIP of the node; make that wish explicit.
+        raise ConfigError(
+            source,
+            [
+                Problem(
+                    "",
+                    "the document is empty; write 'instances: []' to run with no instances",
+                    _MISSING,
+                )
+            ],
+        )
     if not isinstance(document, Mapping):
         raise ConfigError(
             source, [Problem("", "must be a mapping with an 'instances' list", document)]

@@ -161,11 +161,17 @@ def test_every_problem_is_reported_at_once() -> None:
         ("kind: Pod", "only NodeAssignment"),
         ("instances: 5", "instances"),
         ("[" * 10000, "nested too deeply"),
+        ("", "the document is empty; write 'instances: []'"),
+        ("# only a comment\n", "the document is empty"),
     ],
 )
 def test_bad_documents(text: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_spec(text, "f.yaml")
+
+
+def test_explicitly_empty_spec_is_allowed() -> None:
+    assert load_spec("instances: []").instances == ()
 
 
 def test_virtual_server_model() -> None:

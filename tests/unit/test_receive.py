@@ -79,6 +79,23 @@ CASES: list[tuple[str, Advertisement, int, IPAddress, Expectation, DropReason | 
     ),
     ("known peer", V3_ADV, 255, SOURCE, replace(V3_EXPECT, peers=frozenset({OTHER, SOURCE})), None),
     ("no peers: any source", V3_ADV, 255, OTHER, V3_EXPECT, None),
+    # Unicast: the peer list replaces the TTL guard (routed peers; keepalived's IPv6 hop limit 64).
+    (
+        "unicast peer, ttl 64",
+        V3_ADV,
+        64,
+        SOURCE,
+        replace(V3_EXPECT, peers=frozenset({SOURCE})),
+        None,
+    ),
+    (
+        "unicast stranger, ttl 64",
+        V3_ADV,
+        64,
+        OTHER,
+        replace(V3_EXPECT, peers=frozenset({SOURCE})),
+        DropReason.UNKNOWN_PEER,
+    ),
     # auth
     (
         "auth type 0 received",

@@ -69,8 +69,10 @@ def check(
 ) -> DropReason | None:
     """None if ``adv`` (received with this TTL or hop limit, from ``source``) is for this instance
     and acceptable, else why it must be dropped. OTHER_VRID is not an error, just not ours."""
-    # A router further than one hop away cannot be a peer on this link (RFC 5798 §7.1).
-    if ttl != VRRP_TTL:
+    # A router further than one hop away cannot be a peer on this link (RFC 5798 §7.1). In unicast
+    # mode the configured peer list is the guard instead, and peers may sit behind a router (or,
+    # like keepalived 2.2.7 over IPv6, send with hop limit 64): keepalived's rule too.
+    if ttl != VRRP_TTL and not expect.peers:
         return DropReason.TTL
     if adv.version != expect.version:
         return DropReason.VERSION
