@@ -22,6 +22,9 @@ from vipkeeper_api.models import VrrpInstance
 
 log = logging.getLogger("vipkeeper.instance")
 
+#: How early the master-down timer wakes the loop, to be on time despite epoll's rounding.
+TAKEOVER_WAKE_EARLY = 0.0015
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -170,7 +173,11 @@ class InstanceRunner:
         self._cancel_timer()
         if deadline is not None:
             self._timer_at = deadline
-            self._timer = self.loop.call_at(deadline, self._fire, deadline)
+            # The event loop wakes up to a millisecond late (epoll rounds its timeout up). On the
+            # takeover path that millisecond is the whole difference to keepalived's timerfd, so
+            # the master-down timer wakes early and sleeps the rest precisely (see _fire).
+            early = TAKEOVER_WAKE_EARLY if self.router.state == fsm.State.BACKUP else 0.0
+            self._timer = self.loop.call_at(deadline - early, self._fire, deadline)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -181,7 +188,10 @@ class InstanceRunner:
     def _fire(self, deadline: float) -> None:
         self._timer = None
         self._timer_at = None
-        # asyncio may wake a hair before the deadline; the deadline is what the FSM must see.
+        remaining = deadline - self.loop.time()
+        if 0 < remaining <= TAKEOVER_WAKE_EARLY:
+            time.sleep(remaining)  # At most ~1 ms, and only when a backup's timer expires.
+        # The deadline, not a hair before it, is what the FSM must see.
         self.handle(fsm.TimerExpired(), max(self.loop.time(), deadline))
 
     # --- actions ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -101,6 +102,10 @@ class Agent:
                 loop.add_signal_handler(sig, self._stopping.set)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
             poller = loop.create_task(self._poll_config())
+            # The configuration and imports are long-lived: keep the collector from rescanning
+            # them, so a full collection cannot land on the takeover path.
+            gc.collect()
+            gc.freeze()
             log.info("event=started instances=%d", len(self.runners))
             await self._stopping.wait()
             poller.cancel()
@@ -294,7 +299,7 @@ class Agent:
 
     async def add_addresses(self, runner: InstanceRunner, addresses: Sequence[IPInterface]) -> None:
         assert self._addresses is not None
-        await self._addresses.add(runner.ifname, addresses)
+        await self._addresses.add(runner.ifname, addresses, index=runner.ifindex)
 
     async def remove_addresses(
         self, runner: InstanceRunner, addresses: Sequence[IPInterface]

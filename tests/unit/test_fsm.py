@@ -94,8 +94,8 @@ def test_startup_becomes_backup_and_arms_master_down() -> None:
 def test_owner_becomes_master_at_once() -> None:
     router, actions = step(new_router(config(priority=255), 0.0), Startup(), 0.0)
     assert router.state == State.MASTER
-    assert kinds(actions) == ["AddAddresses", "SendAdvertisement", "Announce", "Notify"]
-    assert actions[1] == SendAdvertisement(255, 100)
+    assert kinds(actions) == ["SendAdvertisement", "AddAddresses", "Announce", "Notify"]
+    assert actions[0] == SendAdvertisement(255, 100)
 
 
 def test_startup_with_link_down_is_fault() -> None:
@@ -113,7 +113,7 @@ def test_master_down_expiry_takes_over_in_rfc_order() -> None:
     assert early.state == State.BACKUP and actions == []
     router, actions = step(router, TimerExpired(), deadline)
     assert router.state == State.MASTER
-    assert actions[:3] == [AddAddresses(VIP), SendAdvertisement(100, 100), Announce(VIP)]
+    assert actions[:3] == [SendAdvertisement(100, 100), AddAddresses(VIP), Announce(VIP)]
     assert isinstance(actions[3], Notify)
     assert actions[3].transition.reason == "no master seen"
     assert next_deadline(router) == pytest.approx(deadline + 1.0)
@@ -205,7 +205,7 @@ def test_resigning_master_is_replaced_after_skew() -> None:
     assert deadline == pytest.approx(2.0 + skew_time(100, 100, 3))
     router, actions = step(router, TimerExpired(), deadline)
     assert router.state == State.MASTER
-    assert kinds(actions)[:3] == ["AddAddresses", "SendAdvertisement", "Announce"]
+    assert kinds(actions)[:3] == ["SendAdvertisement", "AddAddresses", "Announce"]
     assert router.last_transition is not None
     assert router.last_transition.reason == "master down"
 
@@ -261,7 +261,7 @@ def test_preempt_false_master_still_yields_to_higher_priority() -> None:
 def test_master_shutdown_resigns_then_drops_addresses() -> None:
     router, actions = step(master(), Shutdown(), 20.0)
     assert router.state == State.INIT
-    assert actions[:3] == [StopAnnounce(), SendAdvertisement(0, 100), RemoveAddresses(VIP)]
+    assert actions[:3] == [SendAdvertisement(0, 100), StopAnnounce(), RemoveAddresses(VIP)]
     assert next_deadline(router) is None
 
 

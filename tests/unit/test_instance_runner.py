@@ -78,13 +78,13 @@ def test_takeover_shutdown_order_and_wire_fields() -> None:
     calls = effects.calls
     assert calls[:5] == [
         "INIT->BACKUP",
-        "add:192.0.2.100/24",
         "advert:200",
+        "add:192.0.2.100/24",
         "announce",
         "BACKUP->MASTER",
     ]
     assert calls.count("advert:200") >= 3
-    assert calls[-4:] == ["stop_announce", "advert:0", "remove:192.0.2.100/24", "MASTER->INIT"]
+    assert calls[-4:] == ["advert:0", "stop_announce", "remove:192.0.2.100/24", "MASTER->INIT"]
     advert = effects.adverts[0]
     assert (advert.version, advert.vrid, advert.interval_cs) == (3, 51, 5)
     assert advert.addresses == (ipaddress.ip_address("192.0.2.100"),)

@@ -112,10 +112,16 @@ class AddressManager:
             )
         return result
 
-    async def add(self, ifname: str, addresses: Sequence[IPInterface]) -> None:
-        """Add the VIPs to the interface; an address already there (ours or not) is left alone."""
+    async def add(
+        self, ifname: str, addresses: Sequence[IPInterface], index: int | None = None
+    ) -> None:
+        """Add the VIPs to the interface; an address already there (ours or not) is left alone.
+
+        ``index``, when the caller knows it, saves a netlink round trip on the takeover path.
+        """
         async with self._lock:
-            index = await self._index(ifname)
+            if index is None:
+                index = await self._index(ifname)
             for addr in addresses:
                 # noprefixroute: the VIP must not add a second connected route for its subnet,
                 # which would change the source address the node uses on that subnet.

@@ -189,9 +189,11 @@ def _enter(result: _Result, to: State, reason: str, now: float) -> None:
 def _become_master(result: _Result, reason: str, now: float) -> None:
     router = result.router
     cfg = router.config
+    # RFC 5798 §6.4.1/§6.4.2 order: advertise first (it claims mastership on the wire and must
+    # not wait behind netlink), then the addresses, then announce them once they answer.
     result.actions += [
-        AddAddresses(cfg.addresses),
         SendAdvertisement(router.priority, cfg.interval_cs),
+        AddAddresses(cfg.addresses),
         Announce(cfg.addresses),
     ]
     result.router = replace(
@@ -347,9 +349,10 @@ def step(router: Router, event: Event, now: float) -> tuple[Router, list[Action]
             _on_timer(result, now)
         case Shutdown(reason=reason) if state != State.INIT:
             if state == State.MASTER:
+                # The resignation goes first: the backups' Skew_Time starts when it arrives.
                 result.actions += [
-                    StopAnnounce(),
                     SendAdvertisement(RESIGN_PRIORITY, router.config.interval_cs),
+                    StopAnnounce(),
                     RemoveAddresses(router.config.addresses),
                 ]
             result.router = replace(router, adver_deadline=None, master_down_deadline=None)
