@@ -18,27 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import select
-import signal
 import socket
 import struct
 import sys
 import time
 from collections.abc import Sequence
-from types import FrameType
+
+from vipkeeper_lab.probe import StopFlag
 
 IPPROTO_VRRP = 112
 VRRP_GROUP = "224.0.0.18"
 MAX_DURATION = 4 * 3600.0
-
-
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
 
 
 def parse(datagram: bytes) -> dict[str, object] | None:
@@ -58,7 +48,7 @@ def parse(datagram: bytes) -> dict[str, object] | None:
 
 
 def sniff(iface: str, duration: float) -> int:
-    stop = _Stop()
+    stop = StopFlag()
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP) as sock:
         # struct ip_mreqn: group, local address (any), interface index.
         mreqn = struct.pack(

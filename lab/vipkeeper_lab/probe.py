@@ -88,7 +88,9 @@ def parse_arp(frame: bytes, target: ipaddress.IPv4Address) -> tuple[str, str] | 
     return None
 
 
-class _Stop:
+class StopFlag:
+    """Set by SIGTERM/SIGINT/SIGHUP: a probe loop ends cleanly and flushes what it measured."""
+
     def __init__(self) -> None:
         self.requested = False
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -104,7 +106,7 @@ def _emit(record: dict[str, Any]) -> None:
 
 
 def arp_probe(iface: str, target: ipaddress.IPv4Address, interval: float, duration: float) -> int:
-    stop = _Stop()
+    stop = StopFlag()
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
         sock.bind((iface, ETH_P_ARP))
         own_mac = sock.getsockname()[4]
@@ -152,7 +154,7 @@ def http_get(host: str, port: int, timeout: float) -> tuple[bool, str | None, st
 
 
 def http_probe(host: str, port: int, interval: float, timeout: float, duration: float) -> int:
-    stop = _Stop()
+    stop = StopFlag()
     _emit({"event": "start", "t": time.time(), "target": f"{host}:{port}"})
     end = time.monotonic() + min(duration, MAX_DURATION)
     next_start = time.monotonic()

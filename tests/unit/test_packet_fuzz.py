@@ -8,9 +8,7 @@ import struct
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import IP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.vrrp import VRRP, VRRPv3
+from vrrp_oracle import scapy_message
 
 from vipkeeper_agent.vrrp.packet import (
     VRRP_PROTOCOL,
@@ -205,25 +203,5 @@ def test_v3_checksum_binds_the_addresses(
 @given(case=adverts())
 def test_matches_scapy(case: tuple[Advertisement, IPAddress, IPAddress]) -> None:
     adv, source, destination = case
-    addresses = [str(address) for address in adv.addresses]
-    layer: VRRP | VRRPv3
-    if adv.version == 2:
-        auth = adv.auth_data.ljust(8, b"\x00")
-        layer = VRRP(
-            vrid=adv.vrid,
-            priority=adv.priority,
-            adv=adv.interval_cs // 100,
-            authtype=adv.auth_type,
-            addrlist=addresses,
-            auth1=int.from_bytes(auth[:4]),
-            auth2=int.from_bytes(auth[4:]),
-        )
-    else:
-        layer = VRRPv3(
-            vrid=adv.vrid, priority=adv.priority, adv=adv.interval_cs, addrlist=addresses
-        )
-    if source.version == 4:
-        expected = bytes(IP(src=str(source), dst=str(destination), ttl=255) / layer)[20:]
-    else:
-        expected = bytes(IPv6(src=str(source), dst=str(destination), hlim=255) / layer)[40:]
+    expected = scapy_message(adv, source, destination)
     assert encode(adv, source, destination) == expected
