@@ -41,7 +41,7 @@ lint: venv
 	$(BIN)/ruff format --check $(PY_SOURCES)
 
 typecheck: venv
-	$(BIN)/mypy api/vipkeeper_api nodeagent/vipkeeper_agent lab/vipkeeper_lab
+	$(BIN)/mypy api/vipkeeper_api nodeagent/vipkeeper_agent lab/vipkeeper_lab bench
 
 imports: venv
 	$(BIN)/lint-imports
