@@ -111,7 +111,18 @@ def main(argv: list[str] | None = None) -> int:
     # Imported late so that `status` and `check-config` stay fast and need no netlink.
     from vipkeeper_agent.supervisor import AgentOptions, run_agent  # noqa: PLC0415
 
-    asyncio.run(run_agent(AgentOptions(args.config, args.status_socket), spec))
+    try:
+        asyncio.run(run_agent(AgentOptions(args.config, args.status_socket), spec))
+    except PermissionError as exc:
+        print(
+            f"vipkeeper-agent: cannot start: {exc}. The agent needs CAP_NET_RAW (VRRP raw "
+            "sockets) and CAP_NET_ADMIN (addresses): run it as root or grant both capabilities.",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:
+        print(f"vipkeeper-agent: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
