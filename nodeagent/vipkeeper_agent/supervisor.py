@@ -99,7 +99,7 @@ class Agent:
                     "IPVS programming is not part of this release; the entries were validated only",
                 )
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stopping.set)
+                loop.add_signal_handler(sig, self._on_stop_signal)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
             poller = loop.create_task(self._poll_config())
             # The configuration and imports are long-lived: keep the collector from rescanning
@@ -113,6 +113,13 @@ class Agent:
             await self._shutdown()
 
     def stop(self) -> None:
+        self._stopping.set()
+
+    def _on_stop_signal(self) -> None:
+        # Resign right here, in the signal's own callback: the backups' Skew_Time starts when the
+        # priority-0 advert arrives, so it must not wait for the shutdown task to be scheduled.
+        for runner in self.runners.values():
+            runner.handle(fsm.Shutdown("signal"))
         self._stopping.set()
 
     async def _shutdown(self) -> None:
