@@ -162,9 +162,18 @@ OWNER_SCRIPT = textwrap.dedent(
 )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_owner() -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    # A shell that starts CI in the background leaves SIGINT ignored, and an ignored signal stays
+    # ignored across exec: give the owner the default disposition a terminal user has.
     owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER_SCRIPT], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", OWNER_SCRIPT],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,  # noqa: PLW1509
     )
     assert owner.stdout is not None
     line = owner.stdout.readline()  # bounded by the test timeout; the lab is up in < 1 s
