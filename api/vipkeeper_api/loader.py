@@ -45,6 +45,24 @@ def _short(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _document_loc(document: object, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the union tags pydantic inserts into locations (``checks[0].tcp.port``): the user wrote
+    ``checks[0].port``, with ``kind: tcp`` beside it."""
+    out: list[int | str] = []
+    node = document
+    for part in loc:
+        if (
+            isinstance(node, Mapping)
+            and isinstance(part, str)
+            and part not in node
+            and node.get("kind") == part
+        ):
+            continue
+        out.append(part)
+        node = _lookup(node, (part,))
+    return tuple(out)
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -81,6 +99,11 @@ def _message(error: Any) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         return f"out of range: {error['msg'].lower()}"
+    if kind == "union_tag_invalid":
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"unknown kind {ctx.get('tag')!r}; use one of: {expected}"
+    if kind == "union_tag_not_found":
+        return "kind is required (it selects which fields apply)"
     if kind == "literal_error":
         return f"not allowed: {error['msg'].lower()}"
     return str(error["msg"])
@@ -123,7 +146,9 @@ def parse_spec(document: object, source: str = "<config>") -> NodeAssignmentSpec
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            loc = tuple(error["loc"])
+            loc = _document_loc(document, tuple(error["loc"]))
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                loc += ("kind",)
             # Pydantic reports a model-level rule at the model's own path; values for those are noise.
             value = _lookup(document, loc) if error["type"] != "value_error" or loc else _MISSING
             if (

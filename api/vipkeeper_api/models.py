@@ -12,17 +12,11 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Literal, Self
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+from vipkeeper_api.base import IPAddress, IPInterface, dns_label, parse_address
+from vipkeeper_api.base import Model as _Model
+from vipkeeper_api.checks import MAX_WEIGHT, SCRIPT_NAME_RE, Check, ExecCheck
 
 MULTICAST_GROUP_V4 = ipaddress.IPv4Address("224.0.0.18")
 MULTICAST_GROUP_V6 = ipaddress.IPv6Address("ff02::12")
@@ -36,17 +30,6 @@ PASS_AUTH_MAX_BYTES = 8
 OWNER_PRIORITY = 255
 #: Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=False,
-        str_strip_whitespace=True,
-    )
 
 
 def _parse_interface(value: object) -> IPInterface:
@@ -74,17 +57,7 @@ def _parse_interface(value: object) -> IPInterface:
     return iface
 
 
-def _parse_address(value: object) -> IPAddress:
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("must be an IP address such as 192.0.2.11 or fe80::1")
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not an IP address; write e.g. 192.0.2.11 or 2001:db8::11"
-        ) from None
+_parse_address = parse_address
 
 
 class AuthType(StrEnum):
@@ -123,6 +96,63 @@ class Garp(_Model):
     refresh: float = Field(default=0.0, ge=0.0, le=86400.0)
 
 
+class TrackCheck(_Model):
+    """An instance follows a check (keepalived track_script)."""
+
+    check: str
+    #: Overrides the check's own weight for this instance.
+    weight: int | None = Field(default=None, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+
+
+class TrackInterface(_Model):
+    """An instance follows another link (keepalived track_interface)."""
+
+    interface: str
+    #: 0 (default): link down puts the instance in FAULT; < 0 subtracts while down; > 0 adds while up.
+    weight: int = Field(default=0, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
+
+    @field_validator("interface")
+    @classmethod
+    def _ifname(cls, value: str) -> str:
+        if not IFNAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} is not a Linux interface name (1-15 characters, no spaces or '/')"
+            )
+        return value
+
+
+class NotifyScripts(_Model):
+    """Scripts (names in the agent's script directory) run on transitions, each called
+    keepalived-style as ``script INSTANCE <name> <STATE> <priority>``."""
+
+    master: str | None = None
+    backup: str | None = None
+    fault: str | None = None
+    stop: str | None = None
+    #: Called on every transition (keepalived's generic ``notify``).
+    any: str | None = None
+
+    @field_validator("master", "backup", "fault", "stop", "any")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (not SCRIPT_NAME_RE.match(value) or value in (".", "..")):
+            raise ValueError(
+                f"{value!r} is not a script name; give the file name of a script in the agent's "
+                "script directory (no '/'), not a path or command line"
+            )
+        return value
+
+    def scripts_for(self, state: str) -> tuple[str, ...]:
+        """The scripts to run on entering ``state`` (MASTER, BACKUP, FAULT or STOP), in order."""
+        specific = {
+            "MASTER": self.master,
+            "BACKUP": self.backup,
+            "FAULT": self.fault,
+            "STOP": self.stop,
+        }.get(state)
+        return tuple(s for s in (specific, self.any) if s is not None)
+
+
 class VrrpInstance(_Model):
     """One virtual router: a VRID on one interface and address family, owning a set of VIPs."""
 
@@ -141,6 +171,30 @@ class VrrpInstance(_Model):
     multicast_group: IPAddress | None = None
     auth: Auth | None = None
     garp: Garp = Garp()
+    track_checks: tuple[TrackCheck, ...] = Field(default=(), max_length=64)
+    track_interfaces: tuple[TrackInterface, ...] = Field(default=(), max_length=64)
+    #: Instances with the same group name change state together (keepalived vrrp_sync_group).
+    sync_group: str | None = None
+    notify: NotifyScripts = NotifyScripts()
+
+    _group_name = field_validator("sync_group")(
+        lambda cls, v: v if v is None else dns_label(cls, v)
+    )
+
+    @field_validator("track_checks", mode="before")
+    @classmethod
+    def _check_shorthand(cls, value: object) -> object:
+        # `trackChecks: [nginx]` is short for `[{check: nginx}]`.
+        if isinstance(value, list | tuple):
+            return tuple({"check": v} if isinstance(v, str) else v for v in value)
+        return value
+
+    @field_validator("track_interfaces", mode="before")
+    @classmethod
+    def _interface_shorthand(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple({"interface": v} if isinstance(v, str) else v for v in value)
+        return value
 
     @field_validator("addresses", mode="before")
     @classmethod
@@ -161,15 +215,7 @@ class VrrpInstance(_Model):
     def _parse_one_address(cls, value: object) -> object:
         return None if value is None else _parse_address(value)
 
-    @field_validator("name")
-    @classmethod
-    def _dns_label(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid name; use lower-case letters, digits and '-' "
-                "(at most 63 characters, starting and ending with a letter or digit)"
-            )
-        return value
+    _dns = field_validator("name")(dns_label)
 
     @field_validator("interface")
     @classmethod
@@ -324,6 +370,45 @@ class NodeAssignmentSpec(_Model):
 
     instances: tuple[VrrpInstance, ...] = Field(default=(), max_length=1024)
     virtual_servers: tuple[VirtualServer, ...] = Field(default=(), max_length=1024)
+    checks: tuple[Check, ...] = Field(default=(), max_length=4096)
+    #: Hand every VIP over (priority 0) and stay BACKUP; the agent's maintenance file does the same.
+    maintenance: bool = False
+
+    @property
+    def checks_by_name(self) -> dict[str, Check]:
+        return {c.name: c for c in self.checks}
+
+    def scripts(self) -> list[tuple[str, str]]:
+        """Every script the spec refers to, as (path in the spec, script name)."""
+        out: list[tuple[str, str]] = []
+        for index, check in enumerate(self.checks):
+            if isinstance(check, ExecCheck):
+                out.append((f"checks[{index}].script", check.script))
+        for index, inst in enumerate(self.instances):
+            for hook in ("master", "backup", "fault", "stop", "any"):
+                name = getattr(inst.notify, hook)
+                if name is not None:
+                    out.append((f"instances[{index}].notify.{hook}", name))
+        return out
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        seen: dict[str, int] = {}
+        for index, check in enumerate(self.checks):
+            if check.name in seen:
+                raise ValueError(
+                    f"checks[{index}].name {check.name!r} is already used by checks[{seen[check.name]}]"
+                )
+            seen[check.name] = index
+        for index, inst in enumerate(self.instances):
+            for t, track in enumerate(inst.track_checks):
+                if track.check not in seen:
+                    known = ", ".join(sorted(seen)) or "none"
+                    raise ValueError(
+                        f"instances[{index}].trackChecks[{t}].check {track.check!r} is not defined "
+                        f"under checks (defined: {known}); define it or fix the name"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _unique(self) -> Self:
