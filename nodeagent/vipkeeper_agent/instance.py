@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from vipkeeper_agent.tracking import Assessment
 from vipkeeper_agent.vrrp import fsm
 from vipkeeper_agent.vrrp.packet import Advertisement, DropReason
 from vipkeeper_agent.vrrp.receive import Expectation
@@ -46,7 +47,14 @@ class Effects(Protocol):
 
     def stop_announce(self, runner: InstanceRunner) -> None: ...
 
-    def transitioned(self, runner: InstanceRunner, transition: fsm.Transition) -> None: ...
+    def transitioned(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
+        """Queued with the other actions: runs after the VIPs were added or removed."""
+
+    def state_changed(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
+        """Called synchronously on every transition, for sync groups to follow at once."""
+
+    def group_ready(self, runner: InstanceRunner, now: float) -> bool:
+        """Whether the runner's sync group lets it take over now (True outside a group)."""
 
 
 def router_config(spec: VrrpInstance, primary: IPAddress) -> fsm.RouterConfig:
@@ -108,6 +116,8 @@ class InstanceRunner:
         self.expect = expectation(spec)
         self.counters = Counters()
         self.router = fsm.new_router(router_config(spec, primary), loop.time())
+        #: The latest verdict of checks and tracked links (see tracking.assess).
+        self.assessment = Assessment(spec.priority)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pending: asyncio.Queue[list[fsm.Action]] = asyncio.Queue()
@@ -124,9 +134,14 @@ class InstanceRunner:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, link_up: bool) -> None:
+    def start(self, assessment: Assessment, maintenance: bool) -> None:
         self._worker = self.loop.create_task(self._execute_forever(), name=f"vrrp-{self.name}")
-        self.handle(fsm.Startup(link_up=link_up))
+        self.assessment = assessment
+        self.router = fsm.replace_priority(self.router, assessment.priority, maintenance)
+        if assessment.faults:
+            self.handle(fsm.Startup(link_up=False, reason="; ".join(assessment.faults)))
+        else:
+            self.handle(fsm.Startup())
 
     async def stop(self, reason: str = "shutdown") -> None:
         """Resign (priority 0 if master), drop VIPs, and wait until that is done."""
@@ -136,15 +151,29 @@ class InstanceRunner:
         if self._worker is not None:
             self._worker.cancel()
 
-    def reconfigure(self, spec: VrrpInstance) -> None:
+    def reconfigure(self, spec: VrrpInstance, assessment: Assessment) -> None:
         self.spec = spec
         self.expect = expectation(spec)
-        self.handle(fsm.Reconfigure(router_config(spec, self.primary)))
+        self.assessment = assessment
+        self.handle(fsm.Reconfigure(router_config(spec, self.primary), assessment.priority))
+        self.apply(assessment)
+
+    def apply(self, assessment: Assessment) -> None:
+        """Bring the state machine in line with the checks' and links' latest verdict."""
+        self.assessment = assessment
+        state = self.router.state
+        if assessment.faults and state not in (fsm.State.FAULT, fsm.State.INIT):
+            self.handle(fsm.Fault("; ".join(assessment.faults)))
+        if assessment.priority != self.router.priority:
+            self.handle(fsm.PriorityChanged(assessment.priority))
+        if not assessment.faults and self.router.state == fsm.State.FAULT:
+            self.handle(fsm.FaultCleared("recovered"))
 
     # --- events -------------------------------------------------------------------------------
 
     def handle(self, event: fsm.Event, now: float | None = None) -> None:
         now = self.loop.time() if now is None else now
+        before = self.router.last_transition
         self.router, actions = fsm.step(self.router, event, now)
         # Adverts go out here, synchronously, so nothing queued behind netlink can delay them.
         queued: list[fsm.Action] = []
@@ -156,13 +185,14 @@ class InstanceRunner:
         if queued:
             self._pending.put_nowait(queued)
         self._rearm()
+        transition = self.router.last_transition
+        if transition is not before and transition is not None:
+            # After this runner's own state is settled: a sync group sibling may call back in.
+            self.effects.state_changed(self, transition)
 
     def on_advertisement(self, advert: Advertisement, source: IPAddress) -> None:
         self.counters.adverts_received += 1
         self.handle(fsm.AdvertReceived(source, advert.priority, advert.interval_cs))
-
-    def link_changed(self, up: bool) -> None:
-        self.handle(fsm.LinkUp() if up else fsm.LinkDown())
 
     # --- timer --------------------------------------------------------------------------------
 
@@ -192,7 +222,9 @@ class InstanceRunner:
         if 0 < remaining <= TAKEOVER_WAKE_EARLY:
             time.sleep(remaining)  # At most ~1 ms, and only when a backup's timer expires.
         # The deadline, not a hair before it, is what the FSM must see.
-        self.handle(fsm.TimerExpired(), max(self.loop.time(), deadline))
+        now = max(self.loop.time(), deadline)
+        ready = self.router.state != fsm.State.BACKUP or self.effects.group_ready(self, now)
+        self.handle(fsm.TimerExpired(group_ready=ready), now)
 
     # --- actions ------------------------------------------------------------------------------
 

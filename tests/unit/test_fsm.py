@@ -11,8 +11,8 @@ from vipkeeper_agent.vrrp.fsm import (
     AddAddresses,
     AdvertReceived,
     Announce,
-    LinkDown,
-    LinkUp,
+    Fault,
+    FaultCleared,
     Notify,
     Reconfigure,
     RemoveAddresses,
@@ -271,12 +271,12 @@ def test_backup_shutdown_sends_nothing() -> None:
 
 
 def test_link_down_and_up() -> None:
-    router, actions = step(master(), LinkDown(), 5.0)
+    router, actions = step(master(), Fault(), 5.0)
     assert router.state == State.FAULT
     assert kinds(actions) == ["StopAnnounce", "RemoveAddresses", "Notify"]
     router, actions = step(router, AdvertReceived(HIGHER_PEER, 150, 100), 6.0)
     assert router.state == State.FAULT and actions == []
-    router, actions = step(router, LinkUp(), 7.0)
+    router, actions = step(router, FaultCleared(), 7.0)
     assert router.state == State.BACKUP
     assert next_deadline(router) == pytest.approx(7.0 + master_down_interval(100, 100, 3))
 

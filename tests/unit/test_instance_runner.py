@@ -8,6 +8,7 @@ import itertools
 from collections.abc import Sequence
 
 from vipkeeper_agent.instance import InstanceRunner
+from vipkeeper_agent.tracking import Assessment
 from vipkeeper_agent.vrrp import fsm
 from vipkeeper_agent.vrrp.packet import Advertisement
 from vipkeeper_api import parse_spec
@@ -22,6 +23,8 @@ class FakeEffects:
         self.calls: list[str] = []
         self.adverts: list[Advertisement] = []
         self.slow = slow_netlink
+        self.changes: list[fsm.Transition] = []
+        self.ready = True
 
     def send_advertisement(self, runner: InstanceRunner, advert: Advertisement) -> None:
         self.adverts.append(advert)
@@ -46,6 +49,12 @@ class FakeEffects:
     def transitioned(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
         self.calls.append(f"{transition.from_state}->{transition.to_state}")
 
+    def state_changed(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
+        self.changes.append(transition)
+
+    def group_ready(self, runner: InstanceRunner, now: float) -> bool:
+        return self.ready
+
 
 def spec(**kw: object) -> object:
     inst = {
@@ -64,7 +73,7 @@ def test_takeover_shutdown_order_and_wire_fields() -> None:
         runner = InstanceRunner(
             spec(priority=200), "eth0", 2, ME, effects, asyncio.get_running_loop()
         )  # type: ignore[arg-type]
-        runner.start(link_up=True)
+        runner.start(Assessment(runner.spec.priority), maintenance=False)
         # 3 x 50 ms + skew: the runner's own timer must make it master in well under a second.
         for _ in range(100):
             await asyncio.sleep(0.01)
@@ -95,7 +104,7 @@ def test_slow_netlink_does_not_delay_periodic_adverts() -> None:
         effects = FakeEffects()
         loop = asyncio.get_running_loop()
         runner = InstanceRunner(spec(priority=200), "eth0", 2, ME, effects, loop)  # type: ignore[arg-type]
-        runner.start(link_up=True)
+        runner.start(Assessment(runner.spec.priority), maintenance=False)
         while runner.router.state != fsm.State.MASTER:
             await asyncio.sleep(0.005)
         sent: list[float] = []
@@ -107,7 +116,9 @@ def test_slow_netlink_does_not_delay_periodic_adverts() -> None:
 
         effects.send_advertisement = stamp  # type: ignore[method-assign]
         effects.slow = 0.2  # a netlink call that hangs for 4 advert intervals
-        runner.reconfigure(spec(priority=200, addresses=["192.0.2.100/24", "192.0.2.101/24"]))
+        runner.reconfigure(
+            spec(priority=200, addresses=["192.0.2.100/24", "192.0.2.101/24"]), Assessment(200)
+        )
         await asyncio.sleep(0.3)
         await runner.stop()
         return sent, effects
@@ -124,7 +135,7 @@ def test_received_advert_from_higher_priority_demotes() -> None:
         runner = InstanceRunner(
             spec(priority=100), "eth0", 2, ME, effects, asyncio.get_running_loop()
         )  # type: ignore[arg-type]
-        runner.start(link_up=True)
+        runner.start(Assessment(runner.spec.priority), maintenance=False)
         advert = Advertisement(version=3, vrid=51, priority=150, interval_cs=5, addresses=())
         for _ in range(10):
             runner.on_advertisement(advert, PEER)
@@ -137,3 +148,51 @@ def test_received_advert_from_higher_priority_demotes() -> None:
 
     effects = asyncio.run(scenario())
     assert not any(c.startswith("advert") for c in effects.calls)
+
+
+def test_sync_group_hold_and_synchronous_state_callback() -> None:
+    """A backup whose group is not ready waits (no timer spin), and every transition is reported
+    synchronously, before the queued actions run."""
+
+    async def scenario() -> tuple[FakeEffects, InstanceRunner]:
+        effects = FakeEffects()
+        effects.ready = False
+        runner = InstanceRunner(
+            spec(priority=100), "eth0", 2, ME, effects, asyncio.get_running_loop()
+        )  # type: ignore[arg-type]
+        runner.start(Assessment(100), maintenance=False)
+        await asyncio.sleep(0.4)  # Master_Down for 0.05 s adverts is ~0.19 s
+        assert runner.router.state == fsm.State.BACKUP
+        assert runner.router.awaiting_group
+        runner.handle(fsm.Promote("sync group: other became MASTER"))
+        assert runner.router.state == fsm.State.MASTER
+        await runner.stop()
+        return effects, runner
+
+    effects, _ = asyncio.run(scenario())
+    assert [(t.from_state, t.to_state) for t in effects.changes] == [
+        (fsm.State.INIT, fsm.State.BACKUP),
+        (fsm.State.BACKUP, fsm.State.MASTER),
+        (fsm.State.MASTER, fsm.State.INIT),
+    ]
+
+
+def test_apply_assessment_faults_and_priorities() -> None:
+    async def scenario() -> InstanceRunner:
+        effects = FakeEffects()
+        runner = InstanceRunner(
+            spec(priority=100), "eth0", 2, ME, effects, asyncio.get_running_loop()
+        )  # type: ignore[arg-type]
+        runner.start(Assessment(80, ("check gw down",)), maintenance=False)
+        assert runner.router.state == fsm.State.FAULT
+        assert runner.router.last_transition is not None
+        assert "check gw down" in runner.router.last_transition.reason
+        runner.apply(Assessment(80))
+        assert runner.router.state == fsm.State.BACKUP
+        assert runner.router.priority == 80
+        runner.apply(Assessment(120))
+        assert runner.router.priority == 120
+        await runner.stop()
+        return runner
+
+    asyncio.run(scenario())

@@ -66,8 +66,22 @@ class Router:
     master_down_deadline: float | None = None
     #: When this router last became BACKUP from INIT or FAULT; preempt_delay counts from here.
     backup_since: float | None = None
+    #: Maintenance: hand over and stay BACKUP (Master_Down is never armed).
+    maintenance: bool = False
+    #: Master_Down expired but the sync group is not ready to follow: wait as BACKUP.
+    awaiting_group: bool = False
     since: float = 0.0
     last_transition: Transition | None = None
+
+
+def replace_priority(router: Router, priority: int, maintenance: bool) -> Router:
+    """Set the starting conditions of a router that has not started yet."""
+    if router.state != State.INIT:
+        raise ValueError("only a router in INIT can be given its starting priority")
+    owner = router.config.owner
+    return replace(
+        router, priority=router.config.priority if owner else priority, maintenance=maintenance
+    )
 
 
 def new_router(config: RouterConfig, now: float) -> Router:
@@ -85,6 +99,8 @@ def new_router(config: RouterConfig, now: float) -> Router:
 @dataclass(frozen=True, slots=True)
 class Startup:
     link_up: bool = True
+    #: Why the instance starts in FAULT when ``link_up`` is False.
+    reason: str = "interface down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +114,9 @@ class AdvertReceived:
 
 @dataclass(frozen=True, slots=True)
 class TimerExpired:
-    pass
+    #: False while other members of the sync group still hear their master: stay BACKUP rather
+    #: than split the group (keepalived prefers backup to thrashing).
+    group_ready: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +125,42 @@ class Shutdown:
 
 
 @dataclass(frozen=True, slots=True)
-class LinkDown:
+class Fault:
+    """The instance cannot serve: its link, a tracked link or a weight-0 check is down."""
+
     reason: str = "interface down"
 
 
 @dataclass(frozen=True, slots=True)
-class LinkUp:
-    pass
+class FaultCleared:
+    reason: str = "interface up"
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityChanged:
+    """Checks or tracked links moved the effective priority."""
+
+    priority: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """A sync group member became MASTER: follow it."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Demote:
+    """A sync group member left MASTER for BACKUP: follow it."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +168,23 @@ class Reconfigure:
     """New settings for the same VRID, version and family (anything else is a new instance)."""
 
     config: RouterConfig
+    #: The effective priority under the new settings (checks may hold it below the configured one).
+    priority: int | None = None
 
 
-Event = Startup | AdvertReceived | TimerExpired | Shutdown | LinkDown | LinkUp | Reconfigure
+Event = (
+    Startup
+    | AdvertReceived
+    | TimerExpired
+    | Shutdown
+    | Fault
+    | FaultCleared
+    | PriorityChanged
+    | Maintenance
+    | Promote
+    | Demote
+    | Reconfigure
+)
 
 
 # --- actions ----------------------------------------------------------------------------------
@@ -174,9 +235,15 @@ class _Result:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _master_down(router: Router, now: float) -> float:
+def _master_down(router: Router, now: float) -> float | None:
+    if router.maintenance:
+        return None
     cfg = router.config
     return now + master_down_interval(router.priority, router.master_adver_interval_cs, cfg.version)
+
+
+def _rearm_master_down(router: Router, now: float) -> Router:
+    return replace(router, master_down_deadline=_master_down(router, now), awaiting_group=False)
 
 
 def _enter(result: _Result, to: State, reason: str, now: float) -> None:
@@ -202,6 +269,7 @@ def _become_master(result: _Result, reason: str, now: float) -> None:
         master_adver_interval_cs=cfg.interval_cs,
         adver_deadline=now + advert_interval(cfg.interval_cs),
         master_down_deadline=None,
+        awaiting_group=False,
     )
     _enter(result, State.MASTER, reason, now)
 
@@ -222,13 +290,20 @@ def _become_backup(
         adver_deadline=None,
         backup_since=now if was in (State.INIT, State.FAULT) else router.backup_since,
     )
-    result.router = replace(router, master_down_deadline=_master_down(router, now))
+    result.router = _rearm_master_down(router, now)
     _enter(result, State.BACKUP, reason, now)
+
+
+def _resign(result: _Result, reason: str, now: float) -> None:
+    """Leave MASTER the clean way: the priority-0 advert lets the backups take over after Skew_Time."""
+    router = result.router
+    result.actions.append(SendAdvertisement(RESIGN_PRIORITY, router.config.interval_cs))
+    _become_backup(result, reason, now, None, router.config.interval_cs)
 
 
 def _start(result: _Result, reason: str, now: float) -> None:
     router = result.router
-    if router.config.owner:
+    if router.config.owner and not router.maintenance:
         _become_master(result, f"{reason}: address owner (priority 255)", now)
     else:
         _become_backup(result, reason, now, None, router.config.interval_cs)
@@ -251,13 +326,21 @@ def _on_advert_backup(result: _Result, event: AdvertReceived, now: float) -> Non
     router = result.router
     if event.priority == RESIGN_PRIORITY:
         # The master is resigning: take over after Skew_Time only (RFC 5798 §6.4.2).
-        skew = skew_time(router.priority, router.master_adver_interval_cs, router.config.version)
-        result.router = replace(router, master_down_deadline=now + skew)
+        if not router.maintenance:
+            skew = skew_time(
+                router.priority, router.master_adver_interval_cs, router.config.version
+            )
+            result.router = replace(router, master_down_deadline=now + skew, awaiting_group=False)
         return
-    if not router.config.preempt or event.priority >= router.priority or _preempt_held(router, now):
+    if (
+        not router.config.preempt
+        or event.priority >= router.priority
+        or _preempt_held(router, now)
+        or router.maintenance
+    ):
         mai = event.interval_cs if router.config.version == 3 else router.master_adver_interval_cs
         router = replace(router, master_address=event.source, master_adver_interval_cs=mai)
-        result.router = replace(router, master_down_deadline=_master_down(router, now))
+        result.router = _rearm_master_down(router, now)
     # Otherwise: a lower-priority master and we may preempt; let Master_Down expire.
 
 
@@ -283,7 +366,7 @@ def _on_advert_master(result: _Result, event: AdvertReceived, now: float) -> Non
         _become_backup(result, reason, now, event.source, event.interval_cs)
 
 
-def _on_timer(result: _Result, now: float) -> None:
+def _on_timer(result: _Result, now: float, group_ready: bool) -> None:
     router = result.router
     if (
         router.state == State.MASTER
@@ -299,16 +382,19 @@ def _on_timer(result: _Result, now: float) -> None:
         and router.master_down_deadline is not None
         and now >= router.master_down_deadline
     ):
+        if not group_ready:
+            result.router = replace(router, awaiting_group=True)
+            return
         reason = "master down" if router.master_address is not None else "no master seen"
         _become_master(result, reason, now)
 
 
-def _on_reconfigure(result: _Result, new: RouterConfig, now: float) -> None:
+def _on_reconfigure(result: _Result, new: RouterConfig, priority: int, now: float) -> None:
     router = result.router
     old = router.config
     if (new.vrid, new.version) != (old.vrid, old.version):
         raise ValueError("Reconfigure cannot change the VRID or version; replace the instance")
-    router = replace(router, config=new, priority=new.priority)
+    router = replace(router, config=new, priority=new.priority if new.owner else priority)
     result.router = router
     if router.state == State.MASTER:
         removed = tuple(a for a in old.addresses if a not in new.addresses)
@@ -328,6 +414,35 @@ def _on_reconfigure(result: _Result, new: RouterConfig, now: float) -> None:
         result.router = replace(router, master_adver_interval_cs=new.interval_cs)
 
 
+def _on_priority(result: _Result, priority: int, now: float) -> None:
+    router = result.router
+    if router.config.owner or priority == router.priority:
+        return  # The address owner's 255 never moves (RFC 5798 §5.2.4).
+    router = replace(router, priority=priority)
+    result.router = router
+    if router.state == State.MASTER:
+        # Tell the backups now rather than at the next advert: a lowered master is preempted
+        # one Master_Down interval after this, not after this plus an advert interval.
+        result.actions.append(SendAdvertisement(priority, router.config.interval_cs))
+        result.router = replace(
+            router, adver_deadline=now + advert_interval(router.config.interval_cs)
+        )
+    elif router.state == State.BACKUP:
+        # Skew_Time depends on priority; keepalived re-arms Master_Down on every change.
+        result.router = _rearm_master_down(router, now)
+
+
+def _on_maintenance(result: _Result, on: bool, now: float) -> None:
+    router = result.router
+    if router.maintenance == on:
+        return
+    result.router = replace(router, maintenance=on)
+    if on and router.state == State.MASTER:
+        _resign(result, "maintenance", now)
+    elif router.state == State.BACKUP:
+        result.router = _rearm_master_down(result.router, now)
+
+
 # --- the machine ------------------------------------------------------------------------------
 
 
@@ -336,17 +451,17 @@ def step(router: Router, event: Event, now: float) -> tuple[Router, list[Action]
     result = _Result(router)
     state = router.state
     match event:
-        case Startup(link_up=link_up) if state == State.INIT:
+        case Startup(link_up=link_up, reason=why) if state == State.INIT:
             if link_up:
                 _start(result, "startup", now)
             else:
-                _enter(result, State.FAULT, "startup with interface down", now)
+                _enter(result, State.FAULT, f"startup: {why}", now)
         case AdvertReceived() if state == State.BACKUP:
             _on_advert_backup(result, event, now)
         case AdvertReceived() if state == State.MASTER:
             _on_advert_master(result, event, now)
-        case TimerExpired():
-            _on_timer(result, now)
+        case TimerExpired(group_ready=group_ready):
+            _on_timer(result, now, group_ready)
         case Shutdown(reason=reason) if state != State.INIT:
             if state == State.MASTER:
                 # The resignation goes first: the backups' Skew_Time starts when it arrives.
@@ -357,17 +472,29 @@ def step(router: Router, event: Event, now: float) -> tuple[Router, list[Action]
                 ]
             result.router = replace(router, adver_deadline=None, master_down_deadline=None)
             _enter(result, State.INIT, reason, now)
-        case LinkDown(reason=reason) if state in (State.BACKUP, State.MASTER, State.INIT):
+        case Fault(reason=reason) if state in (State.BACKUP, State.MASTER, State.INIT):
             if state == State.MASTER:
                 result.actions += [StopAnnounce(), RemoveAddresses(router.config.addresses)]
             result.router = replace(
-                router, adver_deadline=None, master_down_deadline=None, master_address=None
+                router,
+                adver_deadline=None,
+                master_down_deadline=None,
+                master_address=None,
+                awaiting_group=False,
             )
             _enter(result, State.FAULT, reason, now)
-        case LinkUp() if state == State.FAULT:
-            _start(result, "interface up", now)
-        case Reconfigure(config=config):
-            _on_reconfigure(result, config, now)
+        case FaultCleared(reason=reason) if state == State.FAULT:
+            _start(result, reason, now)
+        case PriorityChanged(priority=priority):
+            _on_priority(result, priority, now)
+        case Maintenance(on=on):
+            _on_maintenance(result, on, now)
+        case Promote(reason=reason) if state == State.BACKUP and not router.maintenance:
+            _become_master(result, reason, now)
+        case Demote(reason=reason) if state == State.MASTER:
+            _become_backup(result, reason, now, None, router.config.interval_cs)
+        case Reconfigure(config=config, priority=priority):
+            _on_reconfigure(result, config, config.priority if priority is None else priority, now)
         case _:
             pass  # The event means nothing in this state (e.g. an advert while in FAULT).
     return result.router, result.actions
@@ -377,6 +504,6 @@ def next_deadline(router: Router) -> float | None:
     """When the driver must call back with TimerExpired, or None if no timer is armed."""
     if router.state == State.MASTER:
         return router.adver_deadline
-    if router.state == State.BACKUP:
+    if router.state == State.BACKUP and not router.awaiting_group:
         return router.master_down_deadline
     return None
