@@ -74,10 +74,12 @@ class VipkeeperHandle(AgentHandle):
         config_path: Path,
         socket_path: Path,
         executable: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         super().__init__(node, proc, config, config_path)
         self.socket_path = socket_path
         self.executable = executable
+        self.extra_args = extra_args
 
     def status(self) -> dict[str, Any]:
         # A pathname Unix socket is reachable from any network namespace, so no `ip netns exec`

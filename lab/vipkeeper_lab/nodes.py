@@ -159,6 +159,10 @@ class Lab:
             self.workdir = Path(
                 tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{self.prefix}-", dir=self.base_dir)
             )
+            # Scripts run as an unprivileged user, who must be able to reach them (but not
+            # change them: the agent refuses group- or world-writable script directories).
+            self.workdir.chmod(0o755)
+            self.script_dir.mkdir(mode=0o755)
             # Before any namespace exists: lets `vipkeeper-lab cleanup` tell this live lab from
             # the remains of a SIGKILLed one.
             housekeeping.register(
@@ -401,12 +405,16 @@ class Lab:
         """The node's web server (answers with the node's name); returns once it listens."""
         host = self.node(node)
         argv = self.python("vipkeeper_lab.httpd", "--name", host.name, "--port", str(port))
-        proc = self.spawn(host, argv, name=f"{host.name}-httpd")
+        label = f"{host.name}-httpd"
+        # Logs are appended to: a restarted server's log already holds the first one's line.
+        log = self.workdir / "logs" / f"{label}.log"
+        seen = log.read_text().count(READY_LINE) if log.exists() else 0
+        proc = self.spawn(host, argv, name=label)
 
         def ready() -> bool:
             if not proc.alive():
                 raise LabError(f"httpd on {host.name} exited: {proc.log_text()[-500:]}")
-            return READY_LINE in proc.log_text()
+            return proc.log_text().count(READY_LINE) > seen
 
         self.wait_for(f"httpd on {host.name}", ready, timeout)
         return proc
@@ -439,6 +447,29 @@ class Lab:
 
     # ----- agents ----------------------------------------------------------------------------
 
+    @property
+    def script_dir(self) -> Path:
+        """The allowlist directory every agent of this lab takes exec checks and notify scripts from."""
+        return self.workdir / "scripts"
+
+    def install_script(self, name: str, body: str) -> Path:
+        """Put an executable script into :attr:`script_dir` (root-owned, mode 0755)."""
+        path = self.script_dir / name
+        path.write_text(body)
+        path.chmod(0o755)
+        return path
+
+    def maintenance_file(self, node: Node | str) -> Path:
+        return self._node_dir(self.node(node)) / "down"
+
+    def set_maintenance(self, node: Node | str, on: bool) -> None:
+        """The keepalived idiom, per lab node: `touch down` hands over, removing it ends it."""
+        path = self.maintenance_file(node)
+        if on:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+
     def _node_dir(self, host: Node) -> Path:
         path = self.workdir / host.name
         path.mkdir(exist_ok=True)
@@ -451,10 +482,12 @@ class Lab:
         *,
         log_level: str = "info",
         executable: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> VipkeeperHandle:
         """Write ``config`` as the node's YAML file and start vipkeeper-agent on it.
 
         ``executable`` replaces the agent of this environment (e.g. another build to compare).
+        Every agent gets the lab's script directory and a maintenance file of its own node.
         """
         host = self.node(node)
         exe = executable or agent_executable()
@@ -465,8 +498,15 @@ class Lab:
         socket_path = directory / "status.sock"
         config_path.write_text(render_agent_yaml(config))
         argv = vipkeeper_argv(config_path, socket_path, log_level=log_level, executable=exe)
+        argv += [
+            *("--script-dir", str(self.script_dir)),
+            *("--maintenance-file", str(directory / "down")),
+            *extra_args,
+        ]
         proc = self.spawn(host, argv, name=f"{host.name}-vipkeeper")
-        return VipkeeperHandle(host.name, proc, config, config_path, socket_path, exe)
+        return VipkeeperHandle(
+            host.name, proc, config, config_path, socket_path, exe, extra_args=tuple(extra_args)
+        )
 
     def start_keepalived(
         self,
@@ -501,7 +541,9 @@ class Lab:
         if isinstance(agent, KeepalivedHandle):
             return self.start_keepalived(agent.node, agent.instances)
         if isinstance(agent, VipkeeperHandle):
-            return self.start_vipkeeper(agent.node, agent.config, executable=agent.executable)
+            return self.start_vipkeeper(
+                agent.node, agent.config, executable=agent.executable, extra_args=agent.extra_args
+            )
         raise LabError(f"cannot restart {agent!r}")
 
     def states(self, agents: Iterable[AgentHandle], instance: str | None = None) -> dict[str, str]:

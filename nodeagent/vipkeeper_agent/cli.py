@@ -10,9 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+from vipkeeper_agent.scripts import ScriptPolicy, verify
 from vipkeeper_api import ConfigError, NodeAssignmentSpec, load_spec
+from vipkeeper_api.analysis import weight_gap_warnings
 
 DEFAULT_STATUS_SOCKET = Path("/run/vipkeeper/agent.sock")
+DEFAULT_SCRIPT_DIR = Path("/etc/vipkeeper/scripts")
+DEFAULT_MAINTENANCE_FILE = Path("/etc/vipkeeper/down")
+DEFAULT_SCRIPT_USER = "nobody"
 
 
 class _KeyValueFormatter(logging.Formatter):
@@ -49,6 +54,31 @@ def _parser() -> argparse.ArgumentParser:
         help=f"Unix socket serving the JSON status (default {DEFAULT_STATUS_SOCKET})",
     )
     parser.add_argument(
+        "--script-dir",
+        type=Path,
+        default=DEFAULT_SCRIPT_DIR,
+        help="the only directory exec checks and notify scripts are taken from; it and the "
+        f"scripts must be owned by root and not writable by others (default {DEFAULT_SCRIPT_DIR})",
+    )
+    parser.add_argument(
+        "--script-user",
+        default=DEFAULT_SCRIPT_USER,
+        help=f"user that scripts run as (default {DEFAULT_SCRIPT_USER}; 'root' to run as root)",
+    )
+    parser.add_argument(
+        "--maintenance-file",
+        type=Path,
+        default=DEFAULT_MAINTENANCE_FILE,
+        help="while this file exists the node hands its VIPs over and stays BACKUP "
+        f"(default {DEFAULT_MAINTENANCE_FILE})",
+    )
+    parser.add_argument(
+        "--notify-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        help="seconds a notify script may run before it is killed (default 10)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -59,9 +89,56 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--status-socket", type=Path, default=DEFAULT_STATUS_SOCKET, dest="sub_socket"
     )
-    check = sub.add_parser("check-config", help="validate a configuration file and exit")
-    check.add_argument("file", type=Path)
+    check = sub.add_parser(
+        "check-config",
+        help="validate configuration files and exit; given every node's file, also warn about "
+        "check weights that can never move a VIP",
+    )
+    check.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    check.add_argument(
+        "--script-dir",
+        type=Path,
+        dest="check_script_dir",
+        help="also check that every script the files name is in this directory and safe to run",
+    )
     return parser
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; give 0 < seconds <= 3600")
+    return value
+
+
+def _script_policy(directory: Path, user: str) -> ScriptPolicy:
+    return ScriptPolicy(directory, user=None if user == "root" else user)
+
+
+def _check_config(files: list[Path], script_dir: Path | None) -> int:
+    specs: dict[str, NodeAssignmentSpec] = {}
+    failed = False
+    for path in files:
+        spec = _load(path)
+        if spec is None:
+            failed = True
+            continue
+        if script_dir is not None:
+            problems = verify(_script_policy(script_dir, DEFAULT_SCRIPT_USER), spec.scripts())
+            for problem in problems:
+                print(f"vipkeeper-agent: {path}: {problem}", file=sys.stderr)
+            failed = failed or bool(problems)
+        specs[path.stem if len(files) > 1 else str(path)] = spec
+    for warning in weight_gap_warnings(specs):
+        print(f"warning: {warning}", file=sys.stderr)
+    if failed:
+        return 2
+    for path in files:
+        print(f"{path}: OK")
+    return 0
 
 
 def _load(path: Path) -> NodeAssignmentSpec | None:
@@ -94,11 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(status, indent=2))
         return 0
     if args.command == "check-config":
-        spec = _load(args.file)
-        if spec is None:
-            return 2
-        print(f"{args.file}: OK")
-        return 0
+        return _check_config(args.files, args.check_script_dir)
     if args.config is None:
         print(
             "vipkeeper-agent: --config FILE is required to run (or use 'status')", file=sys.stderr
@@ -108,11 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     spec = _load(args.config)
     if spec is None:
         return 2
+    policy = _script_policy(args.script_dir, args.script_user)
+    problems = verify(policy, spec.scripts())
+    if problems:
+        for problem in problems:
+            print(f"vipkeeper-agent: {args.config}: {problem}", file=sys.stderr)
+        return 2
     # Imported late so that `status` and `check-config` stay fast and need no netlink.
     from vipkeeper_agent.supervisor import AgentOptions, run_agent  # noqa: PLC0415
 
     try:
-        asyncio.run(run_agent(AgentOptions(args.config, args.status_socket), spec))
+        options = AgentOptions(
+            args.config,
+            args.status_socket,
+            scripts=policy,
+            maintenance_file=args.maintenance_file,
+            notify_timeout=args.notify_timeout,
+        )
+        asyncio.run(run_agent(options, spec))
     except PermissionError as exc:
         print(
             f"vipkeeper-agent: cannot start: {exc}. The agent needs CAP_NET_RAW (VRRP raw "

@@ -155,15 +155,15 @@ class InstanceRunner:
         self.spec = spec
         self.expect = expectation(spec)
         self.assessment = assessment
+        # Faults are left to the supervisor's next apply(): it knows the sync group's as well.
         self.handle(fsm.Reconfigure(router_config(spec, self.primary), assessment.priority))
-        self.apply(assessment)
 
     def apply(self, assessment: Assessment) -> None:
         """Bring the state machine in line with the checks' and links' latest verdict."""
         self.assessment = assessment
         state = self.router.state
         if assessment.faults and state not in (fsm.State.FAULT, fsm.State.INIT):
-            self.handle(fsm.Fault("; ".join(assessment.faults)))
+            self.handle(fsm.Fault("; ".join(assessment.faults), resign=assessment.link_up))
         if assessment.priority != self.router.priority:
             self.handle(fsm.PriorityChanged(assessment.priority))
         if not assessment.faults and self.router.state == fsm.State.FAULT:

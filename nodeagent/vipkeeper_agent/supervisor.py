@@ -12,18 +12,23 @@ import ipaddress
 import logging
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from vipkeeper_agent.checks.hysteresis import CheckState, Health
+from vipkeeper_agent.checks.scheduler import CheckScheduler
 from vipkeeper_agent.instance import InstanceRunner
 from vipkeeper_agent.io.announcer import Announcer
 from vipkeeper_agent.io.netlink import AddressManager, LinkWatcher
 from vipkeeper_agent.io.transport import ReceivedDatagram, VrrpSocket
+from vipkeeper_agent.notify import Notifier
 from vipkeeper_agent.reload import plan_reload
+from vipkeeper_agent.scripts import ScriptPolicy, verify
 from vipkeeper_agent.status.server import StatusServer
 from vipkeeper_agent.status.snapshot import agent_status
 from vipkeeper_agent.topology import (
@@ -33,7 +38,8 @@ from vipkeeper_agent.topology import (
     choose_interface,
     primary_address,
 )
-from vipkeeper_agent.vrrp import fsm
+from vipkeeper_agent.tracking import Assessment, Observations, assess, share_group
+from vipkeeper_agent.vrrp import fsm, sync
 from vipkeeper_agent.vrrp.packet import Advertisement, DecodeError, DropReason, decode, encode
 from vipkeeper_agent.vrrp.receive import check
 from vipkeeper_api import ConfigError, NodeAssignmentSpec, VrrpInstance, load_spec
@@ -43,6 +49,8 @@ log = logging.getLogger("vipkeeper.agent")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
+DEFAULT_SCRIPT_DIR = Path("/etc/vipkeeper/scripts")
+
 #: How often the config file is polled for changes (SIGHUP reloads at once).
 FILE_POLL_SECONDS = 1.0
 
@@ -51,6 +59,10 @@ FILE_POLL_SECONDS = 1.0
 class AgentOptions:
     config_path: Path
     status_socket: Path
+    scripts: ScriptPolicy = field(default_factory=lambda: ScriptPolicy(DEFAULT_SCRIPT_DIR))
+    #: keepalived's `touch /etc/keepalived/down` idiom: while the file exists, hand over and stay BACKUP.
+    maintenance_file: Path | None = None
+    notify_timeout: float = 10.0
 
 
 class Agent:
@@ -75,6 +87,12 @@ class Agent:
         self._loaded_at = 0.0
         self._reloads = 0
         self._reload_error: str | None = None
+        self._link_up: dict[str, bool] = {}
+        #: Check name -> healthy, for checks that have reported at least once.
+        self._check_health: dict[str, bool] = {}
+        self._checks: CheckScheduler | None = None
+        self._notifier: Notifier | None = None
+        self._maintenance_file_on = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -89,6 +107,10 @@ class Agent:
             self._status = StatusServer(self.options.status_socket, self.status)
             await self._status.start()
             await self._refresh_interfaces()
+            self._notifier = Notifier(self.options.scripts, timeout=self.options.notify_timeout)
+            self._maintenance_file_on = self._maintenance_file_present()
+            self._checks = CheckScheduler(self.spec.checks, self._on_check, self.options.scripts)
+            self._checks.start()
             for inst in self.spec.instances:
                 self._start_instance(inst)
             self._loaded_at = loop.time()
@@ -137,6 +159,11 @@ class Agent:
                 log.error("event=shutdown_timeout detail='some VIPs may not have been removed'")
         self.runners.clear()
         self._reindex()
+        if self._checks is not None:
+            await self._checks.stop()
+        if self._notifier is not None:
+            # The STOP notifications were queued by the resignations above.
+            await self._notifier.close(timeout=min(self.options.notify_timeout, 2.0))
         for sock in self._sockets.values():
             sock.close()
         self._sockets.clear()
@@ -188,7 +215,8 @@ class Agent:
         )
         self.runners[inst.name] = runner
         self._reindex()
-        runner.start(link_up=iface.up)
+        runner.start(self._assess_all()[inst.name], self.maintenance)
+        self._reassess()  # A new group member may bring its faults to the others.
         log.info(
             "event=instance_started instance=%s vrid=%d version=%d interface=%s source=%s mode=%s",
             inst.name,
@@ -224,6 +252,52 @@ class Agent:
     async def _refresh_interfaces(self) -> None:
         assert self._addresses is not None
         self._interfaces = {i.name: i for i in await self._addresses.interfaces()}
+        self._link_up = {name: i.up for name, i in self._interfaces.items()}
+
+    # --- checks, tracked links, maintenance ---------------------------------------------------
+
+    @property
+    def maintenance(self) -> bool:
+        return self.spec.maintenance or self._maintenance_file_on
+
+    def _assess(self, inst: VrrpInstance, ifname: str) -> Assessment:
+        """One instance on its own, before its sync group shares faults."""
+        seen = Observations(checks=self._check_health, links=self._link_up)
+        weights = {c.name: c.weight for c in self.spec.checks}
+        initial = {c.name: not c.init_fail for c in self.spec.checks}
+        return assess(inst, ifname, weights, initial, seen)
+
+    def _assess_all(self) -> dict[str, Assessment]:
+        own = {name: self._assess(r.spec, r.ifname) for name, r in self.runners.items()}
+        groups: dict[str, list[tuple[str, int, Assessment]]] = {}
+        for name, runner in self.runners.items():
+            if runner.spec.sync_group is not None:
+                member = (name, runner.spec.priority, own[name])
+                groups.setdefault(runner.spec.sync_group, []).append(member)
+        for members in groups.values():
+            own.update(share_group(members))
+        return own
+
+    def _reassess(self) -> None:
+        """Feed every runner the current verdict of its checks, tracked links and group."""
+        for name, assessment in self._assess_all().items():
+            runner = self.runners.get(name)
+            if runner is not None:
+                runner.apply(assessment)  # Idempotent: acts only where the state machine differs.
+
+    def _on_check(self, name: str, state: CheckState) -> None:
+        self._check_health[name] = state.health == Health.OK
+        self._reassess()
+
+    def _maintenance_file_present(self) -> bool:
+        path = self.options.maintenance_file
+        return path is not None and path.exists()
+
+    def _apply_maintenance(self, source: str) -> None:
+        on = self.maintenance
+        log.info("event=maintenance on=%s source=%s", on, source)
+        for runner in list(self.runners.values()):
+            runner.handle(fsm.Maintenance(on))
 
     # --- receive path -------------------------------------------------------------------------
 
@@ -284,9 +358,8 @@ class Agent:
             asyncio.get_running_loop().create_task(self._retry_unresolved())
         if known is not None:
             self._interfaces[ifname] = _with_up(known, up)
-        for runner in self.runners.values():
-            if runner.ifname == ifname:
-                runner.link_changed(up)
+        self._link_up[ifname] = up
+        self._reassess()
 
     async def _retry_unresolved(self) -> None:
         async with self._reload_lock:
@@ -345,6 +418,25 @@ class Agent:
             runner.router.priority,
             runner.router.master_address,
         )
+        if self._notifier is not None:
+            # keepalived calls leaving the instance (shutdown, removal) "STOP".
+            state = "STOP" if transition.to_state == fsm.State.INIT else str(transition.to_state)
+            self._notifier.notify(runner.name, runner.spec.notify, state, runner.router.priority)
+
+    def _siblings(self, runner: InstanceRunner) -> list[InstanceRunner]:
+        group = runner.spec.sync_group
+        if group is None:
+            return []
+        return [r for r in self.runners.values() if r is not runner and r.spec.sync_group == group]
+
+    def state_changed(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
+        siblings = {r.name: r for r in self._siblings(runner)}
+        others = [(name, r.router) for name, r in siblings.items()]
+        for name, event in sync.followers(runner.name, transition, others):
+            siblings[name].handle(event)
+
+    def group_ready(self, runner: InstanceRunner, now: float) -> bool:
+        return sync.may_take_over([r.router for r in self._siblings(runner)], now)
 
     # --- configuration ------------------------------------------------------------------------
 
@@ -354,6 +446,10 @@ class Agent:
             stamp = _stamp(self.options.config_path)
             if stamp != self._config_stamp:
                 await self.reload("file changed")
+            present = self._maintenance_file_present()
+            if present != self._maintenance_file_on:
+                self._maintenance_file_on = present
+                self._apply_maintenance(f"file {self.options.maintenance_file}")
 
     async def reload(self, trigger: str) -> bool:
         async with self._reload_lock:
@@ -365,7 +461,22 @@ class Agent:
                 self._reload_error = str(exc)
                 log.error("event=reload_rejected trigger=%r keeping=running error=%s", trigger, exc)
                 return False
+            problems = verify(self.options.scripts, new.scripts())
+            if problems:
+                self._reload_error = f"{path}: scripts refused: " + "; ".join(problems)
+                log.error(
+                    "event=reload_rejected trigger=%r keeping=running error=%r",
+                    trigger,
+                    self._reload_error,
+                )
+                return False
             self._reload_error = None
+            was_maintenance = self.maintenance
+            old_checks = self.spec.checks_by_name
+            unchanged = {n for n, c in new.checks_by_name.items() if old_checks.get(n) == c}
+            self._check_health = {n: ok for n, ok in self._check_health.items() if n in unchanged}
+            if self._checks is not None:
+                self._checks.update(new.checks)
             old_by_name = {i.name: i for i in self.spec.instances}
             new_by_name = {i.name: i for i in new.instances}
             plan = plan_reload(old_by_name, new_by_name)
@@ -388,13 +499,17 @@ class Agent:
                 if runner is None:
                     self._start_instance(new_by_name[name])
                 else:
-                    runner.reconfigure(new_by_name[name])
+                    spec = new_by_name[name]
+                    runner.reconfigure(spec, self._assess(spec, runner.ifname))
             for name in plan.replace + plan.start:
                 self._start_instance(new_by_name[name])
             # Instances that could not be placed before may fit now (e.g. interface appeared).
             for name in list(self.unresolved):
                 if name in new_by_name and name not in self.runners:
                     self._start_instance(new_by_name[name])
+            self._reassess()
+            if self.maintenance != was_maintenance:
+                self._apply_maintenance("config")
             return True
 
     # --- status -------------------------------------------------------------------------------
@@ -405,7 +520,23 @@ class Agent:
             "reloads": self._reloads,
             "lastReloadError": self._reload_error,
         }
-        return agent_status(self.runners.values(), self.unresolved, self.global_dropped, config)
+        return agent_status(
+            self.runners.values(),
+            self.unresolved,
+            self.global_dropped,
+            config,
+            checks={} if self._checks is None else self._checks.states(),
+            wall_offset=time.time() - asyncio.get_running_loop().time(),
+            maintenance={
+                "active": self.maintenance,
+                "config": self.spec.maintenance,
+                "file": None
+                if self.options.maintenance_file is None
+                else str(self.options.maintenance_file),
+                "filePresent": self._maintenance_file_on,
+            },
+            notify={} if self._notifier is None else self._notifier.stats,
+        )
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

@@ -4,7 +4,9 @@ keepalived's rules, in one place for every kind of tracked object:
 - weight > 0 adds while the object is healthy, weight < 0 subtracts while it is not;
 - weight 0 puts the instance in FAULT while the object is not healthy;
 - the result is clamped to 1-254, and the address owner's 255 never moves.
-A sync group shares its faults: one member in FAULT puts every member in FAULT.
+A sync group shares its faults and its weights: one member in FAULT puts every member in FAULT,
+and a check that lowers one member lowers them all, so the group's VIPs move as one (keepalived
+refuses weights in sync groups unless told otherwise for exactly this reason).
 """
 
 from __future__ import annotations
@@ -23,8 +25,12 @@ class Assessment:
     priority: int
     #: Why the instance cannot serve; empty when it can.
     faults: tuple[str, ...] = ()
-    #: Human-readable contributions, e.g. "check nginx FAILED -20", for status and logs.
+    #: Human-readable contributions, e.g. "check nginx down -20", for status and logs.
     adjustments: tuple[str, ...] = ()
+    #: The sum of the weights in effect (before clamping).
+    delta: int = 0
+    #: The instance's own interface is up (a master in FAULT can still resign on the wire).
+    link_up: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,8 @@ def assess(
     """
     faults: list[str] = []
     adjustments: list[str] = []
-    if not seen.links.get(interface, False):
+    link_up = seen.links.get(interface, False)
+    if not link_up:
         faults.append(f"interface {interface} down")
     delta = 0
     for track in inst.track_checks:
@@ -77,24 +84,42 @@ def assess(
     for link in inst.track_interfaces:
         healthy = seen.links.get(link.interface, False)
         delta += _weigh(f"interface {link.interface}", healthy, link.weight, adjustments, faults)
-    if inst.priority == OWNER_PRIORITY:
-        return Assessment(OWNER_PRIORITY, tuple(faults), ())
-    priority = min(MAX_PRIORITY, max(MIN_PRIORITY, inst.priority + delta))
-    return Assessment(priority, tuple(faults), tuple(adjustments))
+    return Assessment(
+        _effective(inst.priority, delta), tuple(faults), tuple(adjustments), delta, link_up
+    )
 
 
-def share_group_faults(
-    members: Sequence[tuple[str, Assessment]],
+def _effective(configured: int, delta: int) -> int:
+    if configured == OWNER_PRIORITY:
+        return OWNER_PRIORITY
+    return min(MAX_PRIORITY, max(MIN_PRIORITY, configured + delta))
+
+
+def share_group(
+    members: Sequence[tuple[str, int, Assessment]],
 ) -> dict[str, Assessment]:
-    """Give every member of one sync group the faults of the others (keepalived: the whole group
-    goes to FAULT), so that the group's VIPs never end up split across nodes."""
+    """Give every member of one sync group (name, configured priority, own assessment) the
+    faults and weights of all, so that the group's VIPs never end up split across nodes."""
+    total = sum(a.delta for _, _, a in members)
     out: dict[str, Assessment] = {}
-    for name, own in members:
-        borrowed = tuple(
+    for name, configured, own in members:
+        borrowed_faults = tuple(
             f"sync group member {other}: {fault}"
-            for other, theirs in members
+            for other, _, theirs in members
             if other != name
             for fault in theirs.faults
         )
-        out[name] = Assessment(own.priority, own.faults + borrowed, own.adjustments)
+        borrowed = tuple(
+            f"sync group member {other}: {adjustment}"
+            for other, _, theirs in members
+            if other != name
+            for adjustment in theirs.adjustments
+        )
+        out[name] = Assessment(
+            _effective(configured, total),
+            own.faults + borrowed_faults,
+            own.adjustments + borrowed,
+            total,
+            own.link_up,
+        )
     return out

@@ -111,9 +111,13 @@ def test_owner_in_maintenance_starts_as_backup() -> None:
 
 def test_fault_and_recovery_with_reason() -> None:
     router = master()
-    router, actions = step(router, Fault("check gw down"), 1.0)
+    router, actions = step(router, Fault("check gw down", resign=True), 1.0)
     assert router.state == State.FAULT
-    assert kinds(actions) == ["StopAnnounce", "RemoveAddresses", "Notify"]
+    # The link is up: resign on the wire so the backups need only Skew_Time.
+    assert kinds(actions) == ["SendAdvertisement", "StopAnnounce", "RemoveAddresses", "Notify"]
+    assert actions[0] == SendAdvertisement(0, 100)
+    _, on_link_loss = step(master(), Fault("interface eth0 down"), 1.0)
+    assert kinds(on_link_loss) == ["StopAnnounce", "RemoveAddresses", "Notify"]
     assert router.last_transition is not None
     assert router.last_transition.reason == "check gw down"
     # Priority changes while in FAULT are remembered for the election that follows.

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vipkeeper_agent.tracking import Assessment, Observations, assess, share_group_faults
+from vipkeeper_agent.tracking import Assessment, Observations, assess, share_group
 from vipkeeper_agent.vrrp import sync
 from vipkeeper_agent.vrrp.fsm import (
     Demote,
@@ -99,12 +99,21 @@ def test_init_fail_counts_until_the_first_result() -> None:
     assert assess(inst, "eth0", WEIGHTS, {"nginx": False}, seen).priority == 80
 
 
-def test_group_members_share_faults() -> None:
-    shared = share_group_faults(
-        [("ext", Assessment(100, ("interface eth1 down",))), ("int", Assessment(100))]
+def test_group_members_share_faults_and_weights() -> None:
+    shared = share_group(
+        [
+            ("ext", 150, Assessment(100, ("interface eth1 down",))),
+            ("int", 140, Assessment(120, (), ("check nginx down -20",), -20)),
+            ("owner", 255, Assessment(255)),
+        ]
     )
     assert shared["ext"].faults == ("interface eth1 down",)
     assert shared["int"].faults == ("sync group member ext: interface eth1 down",)
+    # One member's failing check lowers every member by the same amount; the owner stays 255.
+    assert shared["ext"].priority == 130
+    assert shared["int"].priority == 120
+    assert shared["owner"].priority == 255
+    assert shared["ext"].adjustments == ("sync group member int: check nginx down -20",)
 
 
 # --- sync groups ----------------------------------------------------------------------------

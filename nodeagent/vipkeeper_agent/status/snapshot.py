@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vipkeeper_agent.checks.hysteresis import CheckState
     from vipkeeper_agent.instance import InstanceRunner
 
 SCHEMA_VERSION = 1
@@ -24,6 +25,11 @@ def instance_status(runner: InstanceRunner) -> dict[str, Any]:
         "state": str(router.state),
         "priority": router.priority,
         "configuredPriority": runner.spec.priority,
+        "priorityAdjustments": list(runner.assessment.adjustments),
+        "faults": list(runner.assessment.faults),
+        "maintenance": router.maintenance,
+        "syncGroup": runner.spec.sync_group,
+        "awaitingGroup": router.awaiting_group,
         "advertInterval": router.master_adver_interval_cs / 100,
         "primaryAddress": str(runner.primary),
         "masterAddress": None if router.master_address is None else str(router.master_address),
@@ -46,11 +52,29 @@ def instance_status(runner: InstanceRunner) -> dict[str, Any]:
     }
 
 
+def check_status(state: CheckState, wall_offset: float) -> dict[str, Any]:
+    return {
+        "health": str(state.health),
+        "pending": state.pending,
+        "since": state.since + wall_offset,
+        "runs": state.runs,
+        "consecutiveOk": state.consecutive_ok,
+        "consecutiveFailed": state.consecutive_failed,
+        "lastDetail": state.last_detail,
+        "lastLatencyMs": round(state.last_latency * 1000, 3),
+    }
+
+
 def agent_status(
     runners: Iterable[InstanceRunner],
     unresolved: Mapping[str, str],
     global_dropped: Mapping[str, int],
     config: Mapping[str, Any],
+    *,
+    checks: Mapping[str, CheckState] | None = None,
+    wall_offset: float = 0.0,
+    maintenance: Mapping[str, Any] | None = None,
+    notify: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     instances = [instance_status(r) for r in sorted(runners, key=lambda r: r.name)]
     instances += [
@@ -61,5 +85,10 @@ def agent_status(
         "schemaVersion": SCHEMA_VERSION,
         "config": dict(config),
         "instances": instances,
+        "checks": {
+            name: check_status(state, wall_offset) for name, state in sorted((checks or {}).items())
+        },
+        "maintenance": dict(maintenance or {}),
+        "notify": dict(notify or {}),
         "dropped": dict(sorted(global_dropped.items())),
     }

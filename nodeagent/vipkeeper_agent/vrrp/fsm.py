@@ -129,6 +129,9 @@ class Fault:
     """The instance cannot serve: its link, a tracked link or a weight-0 check is down."""
 
     reason: str = "interface down"
+    #: Whether a master can still tell the backups (its own link is up): then it resigns with
+    #: a priority-0 advert and they take over after Skew_Time instead of Master_Down.
+    resign: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,8 +475,16 @@ def step(router: Router, event: Event, now: float) -> tuple[Router, list[Action]
                 ]
             result.router = replace(router, adver_deadline=None, master_down_deadline=None)
             _enter(result, State.INIT, reason, now)
-        case Fault(reason=reason) if state in (State.BACKUP, State.MASTER, State.INIT):
+        case Fault(reason=reason, resign=resign) if state in (
+            State.BACKUP,
+            State.MASTER,
+            State.INIT,
+        ):
             if state == State.MASTER:
+                if resign:
+                    result.actions.append(
+                        SendAdvertisement(RESIGN_PRIORITY, router.config.interval_cs)
+                    )
                 result.actions += [StopAnnounce(), RemoveAddresses(router.config.addresses)]
             result.router = replace(
                 router,
