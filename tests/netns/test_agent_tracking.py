@@ -250,3 +250,30 @@ def test_bad_checks_are_refused_and_the_running_config_kept(
     refused = lab.spawn("n2", [*argv, "--script-dir", str(lab.script_dir)], name="n2-refused")
     assert refused.wait(10) == 2
     assert expected in refused.log_text()
+
+
+@pytest.mark.timeout(60)
+def test_notify_hooks_run_keepalived_style_as_nobody(lab: Lab, agents: Agents) -> None:
+    out = lab.workdir / "notified"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)  # the scripts run as nobody
+    log = out / "log"
+    lab.install_script("note", f'#!/bin/sh\necho "$(id -u) $*" >> {log}\n')
+    lab.install_script("on-master", f'#!/bin/sh\necho "master-hook $*" >> {log}\n')
+    n1 = start(
+        lab,
+        agents,
+        "n1",
+        [],
+        agents.instance(150, notify={"any": "note", "master": "on-master"}),
+    )
+    agents.wait_state(n1, "MASTER", timeout=5)
+    agents.wait_for("the MASTER notification", lambda: "MASTER" in log.read_text() or None, 5)
+    n1.proc.stop()
+    lines = log.read_text().splitlines()
+    assert lines == [
+        "65534 INSTANCE web BACKUP 150",
+        "master-hook INSTANCE web MASTER 150",
+        "65534 INSTANCE web MASTER 150",
+        "65534 INSTANCE web STOP 150",
+    ]
