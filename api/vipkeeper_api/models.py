@@ -96,6 +96,12 @@ class Garp(_Model):
     refresh: float = Field(default=0.0, ge=0.0, le=86400.0)
 
 
+def _expand_shorthand(value: object, key: str) -> object:
+    if isinstance(value, list | tuple):
+        return tuple({key: v} if isinstance(v, str) else v for v in value)
+    return value
+
+
 class TrackCheck(_Model):
     """An instance follows a check (keepalived track_script)."""
 
@@ -181,20 +187,13 @@ class VrrpInstance(_Model):
         lambda cls, v: v if v is None else dns_label(cls, v)
     )
 
-    @field_validator("track_checks", mode="before")
-    @classmethod
-    def _check_shorthand(cls, value: object) -> object:
-        # `trackChecks: [nginx]` is short for `[{check: nginx}]`.
-        if isinstance(value, list | tuple):
-            return tuple({"check": v} if isinstance(v, str) else v for v in value)
-        return value
-
-    @field_validator("track_interfaces", mode="before")
-    @classmethod
-    def _interface_shorthand(cls, value: object) -> object:
-        if isinstance(value, list | tuple):
-            return tuple({"interface": v} if isinstance(v, str) else v for v in value)
-        return value
+    # `trackChecks: [nginx]` is short for `[{check: nginx}]`, and likewise for interfaces.
+    _check_shorthand = field_validator("track_checks", mode="before")(
+        lambda cls, v: _expand_shorthand(v, "check")
+    )
+    _interface_shorthand = field_validator("track_interfaces", mode="before")(
+        lambda cls, v: _expand_shorthand(v, "interface")
+    )
 
     @field_validator("addresses", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from nshelpers import STEP_TIMEOUT, ip, require_root
 from pydantic import TypeAdapter
 
 from vipkeeper_agent.checks import scheduler as scheduler_module
@@ -37,7 +38,6 @@ from vipkeeper_api.checks import Check, ExecCheck, HttpCheck, PingCheck, TcpChec
 
 T = TypeVar("T")
 
-STEP_TIMEOUT = 20.0
 CLONE_NEWNET = 0x40000000
 HTTP_PORT, HTTPS_PORT, CLOSED_PORT = 8080, 8443, 8081
 #: On a veth whose peer is down: routed, never answered.
@@ -51,24 +51,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _checks = TypeAdapter(Check)
 
 
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates network namespaces, opens raw ICMP sockets")
-    if shutil.which("ip") is None:
-        pytest.skip("needs iproute2's ip command")
-
-
-def ip(*args: str) -> None:
-    proc = subprocess.run(
-        ["ip", *args], check=False, capture_output=True, text=True, timeout=STEP_TIMEOUT
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
-
-
 @pytest.fixture
 def netns() -> Iterator[str]:
-    _require_root()
+    require_root("creates network namespaces, opens raw ICMP sockets")
     name = f"vkchk-{uuid.uuid4().hex[:8]}"
     created = False
     try:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import queue
-import shutil
 import signal
 import socket
 import statistics
@@ -27,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from nshelpers import STEP_TIMEOUT, ip, require_root
 from scapy.layers.inet6 import IPv6
 
 from vipkeeper_agent.announce.frames import garp_reply, garp_request, unsolicited_na
@@ -35,26 +34,9 @@ from vipkeeper_agent.io.transport import frame_ipv4, parse_ipv6_ancillary
 pytestmark = pytest.mark.netns
 
 PYTHON = sys.executable  # the venv's interpreter, with vipkeeper_agent installed
-STEP_TIMEOUT = 20.0
 A_IF, B_IF = "vka", "vkb"
 A_V4, B_V4 = "192.0.2.1", "192.0.2.2"
 A_V6, B_V6 = "2001:db8::1", "2001:db8::2"
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates network namespaces and opens raw sockets")
-    if shutil.which("ip") is None:
-        pytest.skip("needs iproute2's ip command")
-
-
-def ip(*args: str) -> str:
-    proc = subprocess.run(
-        ["ip", *args], check=False, capture_output=True, text=True, timeout=STEP_TIMEOUT
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout
 
 
 def ip_json(ns: str, *args: str) -> Any:
@@ -87,7 +69,7 @@ def wait_operstate_up(ns: str, dev: str, timeout: float = 5.0) -> None:
 
 @pytest.fixture
 def pair() -> Iterator[Pair]:
-    _require_root()
+    require_root("creates network namespaces and opens raw sockets")
     tag = uuid.uuid4().hex[:8]
     a, b = f"vkio-{tag}-a", f"vkio-{tag}-b"
     created: list[str] = []
