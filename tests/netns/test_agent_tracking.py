@@ -277,3 +277,21 @@ def test_notify_hooks_run_keepalived_style_as_nobody(lab: Lab, agents: Agents) -
         "65534 INSTANCE web MASTER 150",
         "65534 INSTANCE web STOP 150",
     ]
+
+
+@pytest.mark.timeout(60)
+def test_maintenance_field_in_the_config_hands_over_on_reload(lab: Lab, agents: Agents) -> None:
+    n1, n2 = pair(lab, agents, [])
+    agents.write_file(
+        n1, render_agent_yaml({"maintenance": True, "instances": [agents.instance(150)]})
+    )
+    agents.wait_state(n2, "MASTER", timeout=1.0 + agents.skew(100) + agents.MARGIN + 1)
+    agents.wait_holders(VIP, ["n2"], timeout=2)
+    status = n1.status()
+    assert status["maintenance"]["active"] is True
+    assert status["maintenance"]["config"] is True
+    assert agents.info(n1)["state"] == "BACKUP"
+
+    agents.write_file(n1, render_agent_yaml({"instances": [agents.instance(150)]}))
+    agents.wait_state(n1, "MASTER", timeout=1.0 + agents.mdi(150) + 2)
+    agents.wait_holders(VIP, ["n1"], timeout=2)
