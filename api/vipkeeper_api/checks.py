@@ -36,6 +36,12 @@ class _CheckBase(Model):
     weight: int = Field(default=0, ge=-MAX_WEIGHT, le=MAX_WEIGHT)
     #: Start FAILED instead of OK until the first result (keepalived init_fail).
     init_fail: bool = False
+    #: Seconds between runs while failures accumulate towards ``fall`` (keepalived
+    #: delay_before_retry); default: ``interval``.
+    retry_interval: float | None = Field(default=None, ge=0.05, le=3600.0)
+    #: The first run starts at a random moment within this many seconds (keepalived warmup), so
+    #: that many checks started together do not run together.
+    warmup: float | None = Field(default=None, ge=0.0, le=3600.0)
 
     _dns = field_validator("name")(dns_label)
 
@@ -164,5 +170,18 @@ class PingCheck(_CheckBase):
     _addr = field_validator("address", mode="before")(parse_address)
 
 
-Check = Annotated[ExecCheck | HttpCheck | TcpCheck | PingCheck, Field(discriminator="kind")]
-CHECK_KINDS = ("exec", "http", "https", "tcp", "ping")
+class SmtpCheck(_CheckBase):
+    """Connect, expect a 220 banner, HELO, expect 250, QUIT (keepalived SMTP_CHECK)."""
+
+    kind: Literal["smtp"]
+    address: IPAddress
+    port: int = Field(default=25, ge=1, le=65535)
+    helo_name: str = Field(default="vipkeeper", pattern=r"^[A-Za-z0-9.-]{1,255}$")
+
+    _addr = field_validator("address", mode="before")(parse_address)
+
+
+Check = Annotated[
+    ExecCheck | HttpCheck | TcpCheck | PingCheck | SmtpCheck, Field(discriminator="kind")
+]
+CHECK_KINDS = ("exec", "http", "https", "tcp", "ping", "smtp")

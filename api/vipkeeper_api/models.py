@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from vipkeeper_api.base import IPAddress, IPInterface, dns_label, parse_address
 from vipkeeper_api.base import Model as _Model
 from vipkeeper_api.checks import MAX_WEIGHT, SCRIPT_NAME_RE, Check, ExecCheck
+from vipkeeper_api.ipvs import Placement, VirtualServer
 
 MULTICAST_GROUP_V4 = ipaddress.IPv4Address("224.0.0.18")
 MULTICAST_GROUP_V6 = ipaddress.IPv6Address("ff02::12")
@@ -309,61 +310,6 @@ class VrrpInstance(_Model):
         return MULTICAST_GROUP_V4 if self.family == 4 else MULTICAST_GROUP_V6
 
 
-class Protocol(StrEnum):
-    TCP = "TCP"
-    UDP = "UDP"
-    SCTP = "SCTP"
-
-
-class Forwarding(StrEnum):
-    NAT = "nat"
-    DR = "dr"
-    TUNNEL = "tunnel"
-
-
-class RealServer(_Model):
-    address: IPAddress
-    port: int = Field(ge=1, le=65535)
-    weight: int = Field(default=1, ge=0, le=65535)
-
-    @field_validator("address", mode="before")
-    @classmethod
-    def _parse(cls, value: object) -> object:
-        return _parse_address(value)
-
-
-class VirtualServer(_Model):
-    """An IPVS virtual service on a VIP. Parsed and validated now; programmed by a later release."""
-
-    name: str
-    address: IPAddress
-    port: int = Field(ge=1, le=65535)
-    protocol: Protocol = Protocol.TCP
-    scheduler: Literal[
-        "rr",
-        "wrr",
-        "lc",
-        "wlc",
-        "lblc",
-        "lblcr",
-        "dh",
-        "sh",
-        "sed",
-        "nq",
-        "mh",
-        "fo",
-        "ovf",
-        "twos",
-    ] = "wlc"
-    forwarding: Forwarding = Forwarding.NAT
-    real_servers: tuple[RealServer, ...] = Field(default=(), max_length=10000)
-
-    @field_validator("address", mode="before")
-    @classmethod
-    def _parse(cls, value: object) -> object:
-        return _parse_address(value)
-
-
 class NodeAssignmentSpec(_Model):
     """Everything one node runs. The standalone YAML file is exactly this."""
 
@@ -388,7 +334,47 @@ class NodeAssignmentSpec(_Model):
                 name = getattr(inst.notify, hook)
                 if name is not None:
                     out.append((f"instances[{index}].notify.{hook}", name))
+        for index, vs in enumerate(self.virtual_servers):
+            out += [(f"virtualServers[{index}].{path}", name) for path, name in vs.scripts()]
         return out
+
+    def instance_for(self, vs: VirtualServer) -> VrrpInstance | None:
+        """The VRRP instance whose MASTER carries ``vs`` (placement: holder)."""
+        for inst in self.instances:
+            if vs.vrrp_instance is not None:
+                if inst.name == vs.vrrp_instance:
+                    return inst
+            elif vs.address is not None and any(a.ip == vs.address for a in inst.addresses):
+                return inst
+        return None
+
+    @model_validator(mode="after")
+    def _virtual_servers(self) -> Self:
+        names: dict[str, int] = {}
+        keys: dict[tuple[object, ...], int] = {}
+        for index, vs in enumerate(self.virtual_servers):
+            where = f"virtualServers[{index}]"
+            if vs.name in names:
+                raise ValueError(
+                    f"{where}.name {vs.name!r} is already used by virtualServers[{names[vs.name]}]"
+                )
+            names[vs.name] = index
+            if vs.key in keys:
+                raise ValueError(
+                    f"{where} is {vs.describe()}, already virtualServers[{keys[vs.key]}]"
+                )
+            keys[vs.key] = index
+            if vs.placement == Placement.HOLDER and self.instance_for(vs) is None:
+                if vs.vrrp_instance is not None:
+                    raise ValueError(
+                        f"{where}.vrrpInstance {vs.vrrp_instance!r} is not an instance of this spec"
+                    )
+                raise ValueError(
+                    f"{where}: placement holder needs the VRRP instance that holds "
+                    f"{vs.address or 'the service'}; add the address to an instance, set "
+                    "vrrpInstance, or use placement: all"
+                )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Self:

@@ -594,6 +594,82 @@ def test_scheduler_stop_is_prompt(netns: str) -> None:
     assert in_netns(netns, lambda: with_web(body)) < 0.5
 
 
+@pytest.mark.netns
+@pytest.mark.timeout(30)
+def test_scheduler_retries_at_retry_interval_until_failed(netns: str) -> None:
+    """keepalived's delay_before_retry: once a run fails, the next ones come after
+    retry_interval until fall is reached; FAILED, the check is back on its interval."""
+    check = tcp("127.0.0.1", HTTP_PORT).model_copy(
+        update={"interval": 1.0, "retry_interval": 0.1, "fall": 3}
+    )
+    changes = Changes()
+
+    async def body(web: Web) -> tuple[float, float, int, int]:
+        scheduler = CheckScheduler([check], changes, None)
+        scheduler.start()
+        try:
+            await until("the first result", lambda: len(changes.seen) == 1)
+            assert changes.seen == [("t", Health.OK, False)]
+            web.close()  # the server goes away: connection refused from now on
+            gone = time.monotonic()
+            state = scheduler.states
+            await until("the first failure", lambda: state()["t"].consecutive_failed >= 1)
+            first_failure = time.monotonic()
+            await until("FAILED", lambda: len(changes.seen) == 2)
+            failed = time.monotonic()
+            runs = state()["t"].runs
+            # FAILED: back to the 1 s interval, no run for a while.
+            await asyncio.sleep(0.6)
+            runs_after = state()["t"].runs
+        finally:
+            await scheduler.stop()
+        return first_failure - gone, failed - first_failure, runs, runs_after
+
+    to_first_failure, to_failed, runs, runs_after = in_netns(netns, lambda: with_web(body))
+    assert changes.seen[-1] == ("t", Health.FAILED, False)
+    assert to_first_failure < 1.0 + 0.3  # the normal interval after a success
+    assert 0.15 <= to_failed < 0.5, to_failed  # 2 retries 0.1 s apart, not 2 x 1 s
+    assert runs == 4  # one success, three failures
+    assert runs_after == runs
+
+
+@pytest.mark.netns
+@pytest.mark.timeout(30)
+def test_scheduler_warmup_spreads_the_first_runs(netns: str) -> None:
+    warm = [tcp("127.0.0.1", HTTP_PORT).model_copy(update={"name": f"warm-{i}"}) for i in range(50)]
+    now = [
+        tcp("127.0.0.1", HTTP_PORT).model_copy(update={"name": f"now-{i}", "warmup": 0.0})
+        for i in range(5)
+    ]
+    checks = [c.model_copy(update={"warmup": 0.5, "interval": 2.0}) for c in warm] + now
+
+    async def body(_web: Web) -> dict[str, float]:
+        first: dict[str, float] = {}
+
+        def on_change(name: str, _state: CheckState) -> None:
+            first.setdefault(name, time.monotonic())
+
+        scheduler = CheckScheduler(checks, on_change, None)
+        started = time.monotonic()
+        scheduler.start()
+        try:
+            await until("every first result", lambda: len(first) == len(checks))
+        finally:
+            await scheduler.stop()
+        return {name: at - started for name, at in first.items()}
+
+    first = in_netns(netns, lambda: with_web(body))
+    warm_times = sorted(at for name, at in first.items() if name.startswith("warm-"))
+    now_times = [at for name, at in first.items() if name.startswith("now-")]
+    # Within (0, 0.5] plus the run itself, none later (without warmup: over [0, 1) s).
+    assert warm_times[-1] < 0.5 + 0.15, warm_times
+    # Spread over it, not bunched: random moments land in both halves, early and late.
+    assert warm_times[0] < 0.15 and warm_times[-1] > 0.35, warm_times
+    assert 10 <= sum(at < 0.25 for at in warm_times) <= 40, warm_times
+    # warmup 0: at once.
+    assert max(now_times) < 0.15, now_times
+
+
 # --- exec -----------------------------------------------------------------------------------
 
 

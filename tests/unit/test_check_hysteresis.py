@@ -1,10 +1,19 @@
-"""Table-driven tests of the check hysteresis (rise/fall, init_fail, first result), fake clock."""
+"""Table-driven tests of the check hysteresis (rise/fall, init_fail, first result), fake clock,
+and of the delays it implies (retry_interval, warmup)."""
 
 from __future__ import annotations
 
 import pytest
 
-from vipkeeper_agent.checks.hysteresis import CheckState, Health, changed, initial, observe
+from vipkeeper_agent.checks.hysteresis import (
+    CheckState,
+    Health,
+    changed,
+    initial,
+    next_delay,
+    observe,
+)
+from vipkeeper_agent.checks.scheduler import MAX_START_SPREAD, first_delay
 
 OK, FAILED = Health.OK, Health.FAILED
 
@@ -116,3 +125,77 @@ def test_states_are_immutable_values() -> None:
     assert after is not state
     with pytest.raises(AttributeError):
         after.health = OK  # type: ignore[misc]
+
+
+# --- delays: retry_interval (keepalived delay_before_retry) and warmup --------------------------
+
+INTERVAL, RETRY = 2.0, 0.1
+
+
+@pytest.mark.parametrize(
+    ("results", "rise", "fall", "expected"),
+    [
+        # OK and passing: the normal interval.
+        ("+", 1, 3, "I"),
+        ("++", 1, 3, "II"),
+        # Failures accumulating towards fall=3 retry fast; the fall-th turns FAILED, and a
+        # FAILED check is back on the normal interval (keepalived: delay_loop once down).
+        ("+---", 1, 3, "IRRI"),
+        ("+-----", 1, 3, "IRRIII"),
+        # A success in between resets the count and the delay.
+        ("+-+--", 1, 3, "IRIRR"),
+        # fall=1: the first failure is already FAILED, nothing to retry.
+        ("+-", 1, 1, "II"),
+        # The first result decides at once: a first failure is FAILED, no retries.
+        ("-", 1, 3, "I"),
+        ("--", 1, 3, "II"),
+        # Successes counting towards rise while FAILED: the normal interval.
+        ("+--++", 3, 2, "IRIII"),
+        ("+--+++-", 3, 2, "IRIIIIR"),
+    ],
+)
+def test_next_delay_retries_only_while_failures_accumulate(
+    results: str, rise: int, fall: int, expected: str
+) -> None:
+    _, states = run(results, rise=rise, fall=fall)
+    delays = [next_delay(state, INTERVAL, RETRY) for state in states]
+    assert "".join("R" if d == RETRY else "I" for d in delays) == expected
+    assert set(delays) <= {INTERVAL, RETRY}
+
+
+@pytest.mark.parametrize("results", ["+", "+-", "+--", "+---", "-", "+-+"])
+def test_next_delay_without_retry_interval_is_always_the_interval(results: str) -> None:
+    _, states = run(results, rise=1, fall=3)
+    assert [next_delay(state, INTERVAL, None) for state in states] == [INTERVAL] * len(states)
+
+
+def test_next_delay_uses_retry_interval_even_when_it_is_longer() -> None:
+    _, states = run("+-", rise=1, fall=3)
+    assert next_delay(states[-1], 0.5, 5.0) == 5.0
+
+
+@pytest.mark.parametrize(
+    ("interval", "warmup", "bound"),
+    [
+        # No warmup: spread over one interval, at most MAX_START_SPREAD.
+        (2.0, None, MAX_START_SPREAD),
+        (0.3, None, 0.3),
+        # A warmup replaces that, longer or shorter than the interval.
+        (2.0, 0.5, 0.5),
+        (0.1, 5.0, 5.0),
+        (2.0, 0.0, 0.0),
+    ],
+)
+def test_first_delay_bounds(interval: float, warmup: float | None, bound: float) -> None:
+    calls: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        calls.append((low, high))
+        return high
+
+    assert first_delay(interval, warmup, uniform) == bound
+    assert calls == [(0.0, bound)]
+    delays = [first_delay(interval, warmup) for _ in range(200)]
+    assert all(0.0 <= d <= bound for d in delays)
+    if bound:
+        assert len(set(delays)) > 100  # random, not one moment

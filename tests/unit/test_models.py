@@ -182,6 +182,7 @@ def test_virtual_server_model() -> None:
                 "address": "192.0.2.100",
                 "port": 80,
                 "scheduler": "wrr",
+                "placement": "all",
                 "realServers": [{"address": "10.0.0.1", "port": 8080, "weight": 3}],
             }
         ]

@@ -1,4 +1,5 @@
-"""The one rise/fall hysteresis of every check kind (and of IPVS real-server checks).
+"""The one rise/fall hysteresis of every check kind (and of IPVS real-server checks), and
+the delay it implies before the next run (``next_delay``: keepalived's delay_before_retry).
 
 Pure: results and times in, a new state out. keepalived's semantics: a check that is OK turns
 FAILED after ``fall`` consecutive failures, a FAILED one turns OK after ``rise`` consecutive
@@ -89,3 +90,18 @@ def changed(before: CheckState, after: CheckState) -> bool:
     """Whether ``after`` is worth telling the check's users: the health changed, or the first
     result arrived (which turns the guess into a fact even when the health stays the same)."""
     return after.health is not before.health or before.pending != after.pending
+
+
+def next_delay(state: CheckState, interval: float, retry_interval: float | None) -> float:
+    """Seconds from the end of the run that produced ``state`` to the start of the next one.
+
+    keepalived's delay_loop and delay_before_retry: while failures accumulate towards ``fall``
+    (the last run failed, the health is still OK) the check retries after ``retry_interval``, so
+    that a dead service is declared FAILED in ``fall * retry_interval`` rather than
+    ``fall * interval``; otherwise, FAILED ones included, it runs every ``interval``. A health
+    that is OK with failures counted is below ``fall`` by construction: ``observe`` turns it
+    FAILED on the ``fall``-th, and the first result decides at once.
+    """
+    if retry_interval is not None and state.health is Health.OK and state.consecutive_failed:
+        return retry_interval
+    return interval

@@ -10,13 +10,14 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Final, assert_never
 
 from vipkeeper_agent.checks.http import HttpProbe, probe_http
 from vipkeeper_agent.checks.icmp import Pinger
 from vipkeeper_agent.checks.result import ProbeResult, describe_os_error
+from vipkeeper_agent.checks.smtp import SmtpProbe, probe_smtp
 from vipkeeper_agent.scripts import ScriptPolicy, run_script
-from vipkeeper_api.checks import ExecCheck, HttpCheck, PingCheck, TcpCheck
+from vipkeeper_api.checks import Check, ExecCheck, HttpCheck, PingCheck, SmtpCheck, TcpCheck
 
 __all__ = [
     "EXEC_GRACE",
@@ -27,6 +28,7 @@ __all__ = [
     "probe_exec",
     "probe_http",
     "probe_ping",
+    "probe_smtp",
     "probe_tcp",
     "run_probe",
     "timeout_detail",
@@ -34,7 +36,6 @@ __all__ = [
 
 log = logging.getLogger("vipkeeper.checks")
 
-Check = ExecCheck | HttpCheck | TcpCheck | PingCheck
 Probe = Callable[[], Awaitable[ProbeResult]]
 
 #: Extra time an exec check gets past its own timeout: ``run_script`` enforces the timeout
@@ -92,7 +93,11 @@ def make_probe(check: Check, *, script_policy: ScriptPolicy | None, pinger: Ping
         return lambda: probe_tcp(check)
     if isinstance(check, PingCheck):
         return lambda: pinger.ping(check.address)
-    return lambda: probe_exec(check, script_policy)
+    if isinstance(check, SmtpCheck):
+        return SmtpProbe(check)
+    if isinstance(check, ExecCheck):
+        return lambda: probe_exec(check, script_policy)
+    assert_never(check)
 
 
 def hard_timeout(check: Check) -> float:

@@ -15,23 +15,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from vipkeeper_agent.checks.hysteresis import CheckState, changed, initial, observe
+from vipkeeper_agent.checks.hysteresis import CheckState, changed, initial, next_delay, observe
 from vipkeeper_agent.checks.icmp import Pinger
-from vipkeeper_agent.checks.probes import (
-    Check,
-    Probe,
-    ProbeResult,
-    make_probe,
-    run_probe,
-)
+from vipkeeper_agent.checks.probes import Probe, ProbeResult, make_probe, run_probe
 from vipkeeper_agent.scripts import ScriptPolicy
+from vipkeeper_api.checks import Check
 
 log = logging.getLogger("vipkeeper.checks")
 
-#: The first runs are spread over at most this long, so that 200 checks do not fire together.
+#: Without a ``warmup``, the first runs are spread over at most this long (and at most one
+#: interval), so that 200 checks do not fire together.
 MAX_START_SPREAD: Final = 1.0
 #: How long stop() waits for cancelled checks to unwind (an exec check reaps its child).
 STOP_TIMEOUT: Final = 5.0
+
+
+def first_delay(
+    interval: float,
+    warmup: float | None,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Seconds from a check's start to its first run: a random moment within ``warmup``
+    (keepalived's warmup), or without one within ``min(interval, MAX_START_SPREAD)``."""
+    spread = min(interval, MAX_START_SPREAD) if warmup is None else warmup
+    return uniform(0.0, spread)
 
 
 @dataclass(slots=True)
@@ -149,7 +156,7 @@ class CheckScheduler:
 
     async def _loop(self, runner: _Runner) -> None:
         check = runner.check
-        await asyncio.sleep(random.uniform(0.0, min(check.interval, MAX_START_SPREAD)))
+        await asyncio.sleep(first_delay(check.interval, check.warmup))
         while True:
             result, latency = await self._run_once(runner)
             before = runner.state
@@ -166,7 +173,7 @@ class CheckScheduler:
                 runner.failures += 1
             if changed(before, runner.state):
                 self._notify(check.name, before, runner.state)
-            await asyncio.sleep(check.interval)
+            await asyncio.sleep(next_delay(runner.state, check.interval, check.retry_interval))
 
     async def _run_once(self, runner: _Runner) -> tuple[ProbeResult, float]:
         check = runner.check

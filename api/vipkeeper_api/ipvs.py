@@ -1,0 +1,277 @@
+"""IPVS virtual servers: a virtual service on a VIP (or a firewall mark), its real servers, how
+they are checked, and what happens when they fail (keepalived's ``virtual_server`` block).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Any, Literal, Self
+
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from vipkeeper_api.base import IPAddress, Model, dns_label, parse_address
+from vipkeeper_api.checks import SCRIPT_NAME_RE, Check
+
+#: Every scheduler the Linux kernel offers (ip_vs_*.ko).
+SCHEDULERS = (
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "mh",
+    "fo",
+    "ovf",
+    "twos",
+)
+Scheduler = Literal[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos"
+]
+MAX_REAL_SERVERS = 10000
+_CHECK = TypeAdapter(Check)
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class Forwarding(StrEnum):
+    NAT = "nat"
+    DR = "dr"
+    TUNNEL = "tunnel"
+
+
+class SchedulerFlag(StrEnum):
+    """ipvsadm's --sched-flags for the hashing schedulers."""
+
+    SH_FALLBACK = "sh-fallback"
+    SH_PORT = "sh-port"
+    MH_FALLBACK = "mh-fallback"
+    MH_PORT = "mh-port"
+
+
+class Placement(StrEnum):
+    #: Rules only on the node that holds the VIP (follows VRRP transitions).
+    HOLDER = "holder"
+    #: Rules on every node (e.g. DR with the VIP reached by other means).
+    ALL = "all"
+
+
+def _script_name(value: str | None) -> str | None:
+    if value is not None and (not SCRIPT_NAME_RE.match(value) or value in (".", "..")):
+        raise ValueError(
+            f"{value!r} is not a script name; give the file name of a script in the agent's "
+            "script directory (no '/'), not a path or command line"
+        )
+    return value
+
+
+class RealServer(Model):
+    address: IPAddress
+    #: Default: the virtual server's port (required for firewall-mark services).
+    port: int | None = Field(default=None, ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=65535)
+    #: Connection thresholds (ipvsadm -x / -y); 0 means none.
+    upper_threshold: int = Field(default=0, ge=0, le=2**31 - 1)
+    lower_threshold: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    _addr = field_validator("address", mode="before")(parse_address)
+
+
+class SorryServer(Model):
+    """Takes the traffic while no real server is healthy (keepalived sorry_server)."""
+
+    address: IPAddress
+    port: int | None = Field(default=None, ge=1, le=65535)
+
+    _addr = field_validator("address", mode="before")(parse_address)
+
+
+class Persistence(Model):
+    """Clients stick to one real server (ipvsadm -p / -M)."""
+
+    timeout: int = Field(default=300, ge=1, le=31536000)
+    #: Clients in the same network of this prefix length share a real server; default: the full
+    #: address (32 for IPv4, 128 for IPv6).
+    prefix_length: int | None = Field(default=None, ge=0, le=128)
+
+
+class Quorum(Model):
+    """The service is up while the healthy real servers' weights add up to ``min``; it goes down
+    below ``min - hysteresis`` and up again at ``min + hysteresis`` (keepalived quorum)."""
+
+    min: int = Field(default=1, ge=1, le=2**31 - 1)
+    hysteresis: int = Field(default=0, ge=0, le=2**31 - 1)
+    up: str | None = None
+    down: str | None = None
+
+    _scripts = field_validator("up", "down")(lambda cls, v: _script_name(v))
+
+
+class VirtualServer(Model):
+    """An IPVS virtual service and its real servers."""
+
+    name: str
+    address: IPAddress | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Protocol = Protocol.TCP
+    #: A firewall-mark service instead of address/port (ipvsadm -f).
+    fwmark: int | None = Field(default=None, ge=1, le=2**32 - 1)
+    #: Address family of a firewall-mark service (4 or 6); otherwise that of ``address``.
+    fwmark_family: Literal[4, 6] = 4
+    scheduler: Scheduler = "wlc"
+    scheduler_flags: tuple[SchedulerFlag, ...] = ()
+    forwarding: Forwarding = Forwarding.NAT
+    persistence: Persistence | None = None
+    real_servers: tuple[RealServer, ...] = Field(default=(), max_length=MAX_REAL_SERVERS)
+    #: A check (any kind, without ``name``) run against every real server; ``address`` and
+    #: ``port`` default to the real server's (set them to check another IP/port).
+    check: dict[str, Any] | None = None
+    #: A failed real server stays with weight 0 instead of being removed (keepalived
+    #: inhibit_on_failure): its established connections keep going.
+    inhibit_on_failure: bool = False
+    sorry_server: SorryServer | None = None
+    quorum: Quorum | None = None
+    placement: Placement = Placement.HOLDER
+    #: The VRRP instance whose MASTER carries this service (placement: holder); default: the
+    #: instance that has ``address`` among its VIPs.
+    vrrp_instance: str | None = None
+
+    _dns = field_validator("name")(dns_label)
+    _addr = field_validator("address", mode="before")(
+        lambda cls, v: None if v is None else parse_address(v)
+    )
+
+    @property
+    def family(self) -> int:
+        return self.address.version if self.address is not None else self.fwmark_family
+
+    def real_port(self, rs: RealServer) -> int:
+        """The port a real server listens on (0 for a firewall-mark service without one)."""
+        return rs.port if rs.port is not None else (self.port or 0)
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """What identifies the service in the kernel's table."""
+        if self.fwmark is not None:
+            return ("fwmark", self.fwmark_family, self.fwmark)
+        return (self.protocol.value, self.address, self.port)
+
+    def describe(self) -> str:
+        if self.fwmark is not None:
+            return f"fwmark {self.fwmark} (IPv{self.fwmark_family})"
+        host = f"[{self.address}]" if self.family == 6 else str(self.address)
+        return f"{self.protocol.value} {host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if self.fwmark is None and (self.address is None or self.port is None):
+            raise ValueError("give address and port, or fwmark for a firewall-mark service")
+        if self.fwmark is not None and (self.address is not None or self.port is not None):
+            raise ValueError(
+                "a firewall-mark service has no address or port; remove them or remove fwmark"
+            )
+        for flag in self.scheduler_flags:
+            if not flag.value.startswith(self.scheduler + "-"):
+                raise ValueError(
+                    f"schedulerFlags {flag.value} applies to scheduler "
+                    f"{flag.value.split('-')[0]}, not {self.scheduler}"
+                )
+        family = self.family
+        seen: set[tuple[object, int]] = set()
+        for index, rs in enumerate(self.real_servers):
+            where = f"realServers[{index}]"
+            if rs.address.version != family:
+                raise ValueError(
+                    f"{where}.address {rs.address} is IPv{rs.address.version}, "
+                    f"the service is IPv{family}"
+                )
+            port = self.real_port(rs)
+            if (rs.address, port) in seen:
+                raise ValueError(f"{where} repeats {rs.address} port {port}")
+            seen.add((rs.address, port))
+            if self.forwarding != Forwarding.NAT and self.port is not None and port != self.port:
+                raise ValueError(
+                    f"{where}.port {port} differs from the service's {self.port}: with "
+                    f"{self.forwarding.value} forwarding the packet keeps its destination port; "
+                    "use nat to change ports"
+                )
+        if self.persistence is not None and self.persistence.prefix_length is not None:
+            bits = 32 if family == 4 else 128
+            if self.persistence.prefix_length > bits:
+                raise ValueError(
+                    f"persistence.prefixLength {self.persistence.prefix_length} exceeds {bits} "
+                    f"for an IPv{family} service"
+                )
+        if self.sorry_server is not None and self.sorry_server.address.version != family:
+            raise ValueError(f"sorryServer must be IPv{family} like the service")
+        if self.quorum is not None:
+            total = sum(rs.weight for rs in self.real_servers)
+            if self.real_servers and self.quorum.min > total:
+                raise ValueError(
+                    f"quorum.min {self.quorum.min} exceeds the real servers' total weight "
+                    f"{total}, so the service could never be up; lower it or add weight"
+                )
+        if self.check is not None:
+            self._validated_check(self.check)
+        return self
+
+    def _validated_check(self, template: dict[str, Any]) -> Check:
+        if "name" in template:
+            raise ValueError("check: remove name; a real server's check is named after it")
+        document: dict[str, Any] = {"name": "check", **template}
+        kind = template.get("kind")
+        if kind in ("http", "https", "tcp", "smtp", "ping") and "address" not in template:
+            document["address"] = (
+                str(self.real_servers[0].address)
+                if self.real_servers
+                else ("::1" if self.family == 6 else "127.0.0.1")
+            )
+        if kind in ("tcp",) and "port" not in template:
+            document["port"] = self.port or 1
+        try:
+            return _CHECK.validate_python(document)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"] if p != kind)
+            raise ValueError(f"check.{where}: {first['msg']}") from None
+
+    def real_server_checks(self) -> list[tuple[RealServer, Check]]:
+        """The check of every real server: the template aimed at it (unless it names its own
+        address or port), named ``<vs>/<address>:<port>`` for status and logs."""
+        if self.check is None:
+            return []
+        template = self._validated_check(self.check)
+        out = []
+        for rs in self.real_servers:
+            port = self.real_port(rs)
+            update: dict[str, Any] = {"name": f"{self.name}/{_hostport(rs.address, port)}"}
+            if "address" not in self.check and hasattr(template, "address"):
+                update["address"] = rs.address
+            if "port" not in self.check and hasattr(template, "port") and port:
+                update["port"] = port
+            out.append((rs, template.model_copy(update=update)))
+        return out
+
+    def scripts(self) -> list[tuple[str, str]]:
+        out = []
+        if self.check is not None and self.check.get("kind") == "exec":
+            out.append(("check.script", str(self.check.get("script"))))
+        if self.quorum is not None:
+            for hook in ("up", "down"):
+                name = getattr(self.quorum, hook)
+                if name is not None:
+                    out.append((f"quorum.{hook}", name))
+        return out
+
+
+def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
