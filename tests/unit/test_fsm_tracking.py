@@ -170,3 +170,17 @@ def test_reconfigure_keeps_the_checks_priority() -> None:
     router, actions = step(router, Reconfigure(config(interval_cs=50), 80), 2.0)
     assert router.priority == 80
     assert SendAdvertisement(80, 50) in actions
+
+
+def test_master_adverts_keep_their_rate_despite_late_wakeups() -> None:
+    router = master()  # became MASTER at its Master_Down deadline; next advert one second later
+    deadline = next_deadline(router)
+    assert deadline is not None
+    for _ in range(5):
+        router, actions = step(router, TimerExpired(), deadline + 0.003)  # woken 3 ms late
+        assert kinds(actions) == ["SendAdvertisement"]
+        assert next_deadline(router) == pytest.approx(deadline + 1.0)
+        deadline += 1.0
+    # After a stall longer than an interval, the schedule restarts from now (no burst).
+    router, _ = step(router, TimerExpired(), deadline + 2.5)
+    assert next_deadline(router) == pytest.approx(deadline + 3.5)

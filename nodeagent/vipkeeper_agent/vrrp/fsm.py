@@ -377,9 +377,12 @@ def _on_timer(result: _Result, now: float, group_ready: bool) -> None:
         and now >= router.adver_deadline
     ):
         result.actions.append(SendAdvertisement(router.priority, router.config.interval_cs))
-        result.router = replace(
-            router, adver_deadline=now + advert_interval(router.config.interval_cs)
-        )
+        interval = advert_interval(router.config.interval_cs)
+        # Counted from the deadline, not from the (late) wake-up, so the loop's wake-up delays
+        # do not add up into a slower advert rate; after a long stall, start afresh.
+        late = now - router.adver_deadline
+        base = router.adver_deadline if late < interval else now
+        result.router = replace(router, adver_deadline=base + interval)
     elif (
         router.state == State.BACKUP
         and router.master_down_deadline is not None
