@@ -75,3 +75,21 @@ def weight_gap_warnings(nodes: Mapping[str, NodeAssignmentSpec]) -> list[str]:
                 f"(e.g. -{gap + 10}) or weight 0 (FAULT)"
             )
     return warnings
+
+
+#: Check runs per second above which the agent's one event loop (shared with the adverts) gets
+#: busy: bench/checks.py measured ~4000-6500 HTTP checks/s at a full core, with adverts 6-23 ms late.
+CHECK_RATE_WARNING = 1000.0
+
+
+def check_load_warnings(spec: NodeAssignmentSpec, limit: float = CHECK_RATE_WARNING) -> list[str]:
+    """A configuration whose checks would keep the agent's event loop busy enough to delay adverts."""
+    rate = sum(1.0 / check.interval for check in spec.checks)
+    for vs in spec.virtual_servers:
+        rate += sum(1.0 / check.interval for _, check in vs.real_server_checks())
+    if rate <= limit:
+        return []
+    return [
+        f"the checks ask for {rate:.0f} runs per second; above {limit:.0f}/s they compete with "
+        "VRRP adverts for the agent's CPU (adverts may go out late): raise their intervals"
+    ]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vipkeeper_agent.scripts import ScriptPolicy, verify
 from vipkeeper_api import ConfigError, NodeAssignmentSpec, load_spec
-from vipkeeper_api.analysis import weight_gap_warnings
+from vipkeeper_api.analysis import check_load_warnings, weight_gap_warnings
 
 DEFAULT_STATUS_SOCKET = Path("/run/vipkeeper/agent.sock")
 DEFAULT_SCRIPT_DIR = Path("/etc/vipkeeper/scripts")
@@ -132,7 +132,10 @@ def _check_config(files: list[Path], script_dir: Path | None) -> int:
                 print(f"vipkeeper-agent: {path}: {problem}", file=sys.stderr)
             failed = failed or bool(problems)
         specs[path.stem if len(files) > 1 else str(path)] = spec
-    for warning in weight_gap_warnings(specs):
+    warnings = weight_gap_warnings(specs)
+    for spec in specs.values():
+        warnings += check_load_warnings(spec)
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if failed:
         return 2
@@ -181,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     spec = _load(args.config)
     if spec is None:
         return 2
+    for warning in check_load_warnings(spec):
+        logging.getLogger("vipkeeper.agent").warning("event=config_warning detail=%r", warning)
     policy = _script_policy(args.script_dir, args.script_user)
     problems = verify(policy, spec.scripts())
     if problems:

@@ -22,7 +22,7 @@ from vipkeeper_agent.vrrp.fsm import (
     step,
 )
 from vipkeeper_api import parse_spec
-from vipkeeper_api.analysis import weight_gap_warnings
+from vipkeeper_api.analysis import check_load_warnings, weight_gap_warnings
 
 CHECKS = [
     {"name": "nginx", "kind": "exec", "script": "chk_nginx", "weight": -20},
@@ -194,3 +194,22 @@ def test_weight_gap_warning(master: tuple[int, int], backup: tuple[int, int], wa
     if warned:
         assert "lb1" in warnings[0] and "lb2" in warnings[0]
         assert "check nginx" in warnings[0]
+
+
+def test_check_load_warning() -> None:
+    def spec(count: int, interval: float) -> Any:
+        checks = [
+            {
+                "name": f"c{i}",
+                "kind": "tcp",
+                "address": "127.0.0.1",
+                "port": 80,
+                "interval": interval,
+            }
+            for i in range(count)
+        ]
+        return parse_spec({"checks": checks, "instances": []})
+
+    assert check_load_warnings(spec(200, 1.0)) == []
+    (warning,) = check_load_warnings(spec(200, 0.1))
+    assert "2000 runs per second" in warning
