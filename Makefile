@@ -60,6 +60,7 @@ test: deps lint typecheck imports
 
 bench: deps
 	$(PY) bench/failover.py
+	$(PY) bench/checks.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
