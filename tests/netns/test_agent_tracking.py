@@ -211,7 +211,7 @@ def test_maintenance_file_hands_over_and_keeps_the_vip_away(lab: Lab, agents: Ag
 @pytest.mark.parametrize(
     ("check", "expected"),
     [
-        ({"name": "x", "kind": "smtp", "address": "127.0.0.1"}, "checks[0].kind: unknown kind"),
+        ({"name": "x", "kind": "dns", "address": "127.0.0.1"}, "checks[0].kind: unknown kind"),
         (
             {"name": "x", "kind": "tcp", "address": "127.0.0.1", "port": 80, "interval": -1},
             "checks[0].interval: out of range",
