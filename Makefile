@@ -6,7 +6,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-APT_PACKAGES := python3 python3-venv iproute2 keepalived tcpdump procps kmod
+# qemu-system-x86, linux-image-amd64, busybox-static, ipvsadm: the VM lane (tests/vm), which boots
+# Debian's kernel under qemu for IPVS; --no-install-recommends below keeps them small.
+APT_PACKAGES := python3 python3-venv iproute2 keepalived tcpdump procps kmod \
+	qemu-system-x86 linux-image-amd64 busybox-static ipvsadm
 PY_SOURCES := $(wildcard api nodeagent operator lab tests bench)
 
 .PHONY: help run test deps apt venv lint typecheck imports unit netns interop bench clean
