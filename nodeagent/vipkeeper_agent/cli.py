@@ -42,7 +42,8 @@ def _setup_logging(level: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vipkeeper-agent",
-        description="vipkeeper node agent: VRRP floating IPs. Runs standalone from a YAML file.",
+        description="vipkeeper node agent: VRRP floating IPs and IPVS load balancing. Runs "
+        "standalone from a YAML file.",
     )
     parser.add_argument(
         "--config", type=Path, help="standalone configuration (NodeAssignment spec YAML)"
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a notify script may run before it is killed (default 10)",
     )
     parser.add_argument(
+        "--dont-release-ipvs",
+        action="store_true",
+        help="leave the IPVS services this agent owns in the kernel when it stops (keepalived's "
+        "option of the same name); a restart with the same configuration then changes nothing",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -88,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the running agent's status as JSON")
     status.add_argument(
         "--status-socket", type=Path, default=DEFAULT_STATUS_SOCKET, dest="sub_socket"
+    )
+    status.add_argument(
+        "--ipvs",
+        action="store_true",
+        help="print the IPVS services this agent owns as `ipvsadm -Ln --stats` would, not JSON",
     )
     check = sub.add_parser(
         "check-config",
@@ -171,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
+        if args.ipvs:
+            print((status.get("ipvs") or {}).get("text", ""), end="")
+            return 0
         print(json.dumps(status, indent=2))
         return 0
     if args.command == "check-config":
@@ -202,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             scripts=policy,
             maintenance_file=args.maintenance_file,
             notify_timeout=args.notify_timeout,
+            release_ipvs=not args.dont_release_ipvs,
         )
         asyncio.run(run_agent(options, spec))
     except PermissionError as exc:

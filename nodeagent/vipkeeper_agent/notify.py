@@ -1,9 +1,11 @@
-"""Notify hooks: the scripts an instance runs on entering MASTER, BACKUP, FAULT or STOP.
+"""Notify hooks: the scripts an instance runs on entering MASTER, BACKUP, FAULT or STOP, and a
+virtual server's quorum ``up``/``down`` scripts.
 
-Called keepalived-style, ``<script> INSTANCE <instance> <STATE> <priority>``, through the script
-allowlist (``vipkeeper_agent.scripts``). The VRRP path only enqueues; a worker task per instance
-runs the queue one notification at a time, so a hook sees an instance's transitions in the order
-they happened, while a slow hook of one instance never delays another's.
+Called keepalived-style, ``<script> INSTANCE <instance> <STATE> <priority>`` (a virtual server:
+``<script> VS <name> UP|DOWN <healthy weight>``), through the script allowlist
+(``vipkeeper_agent.scripts``). The VRRP path only enqueues; a worker task per subject runs the
+queue one notification at a time, so a hook sees a subject's transitions in the order they
+happened, while a slow hook of one subject never delays another's.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ log = logging.getLogger("vipkeeper.notify")
 
 @dataclass(frozen=True)
 class _Notification:
+    kind: str
+    name: str
     state: str
-    priority: int
+    value: int
     scripts: tuple[str, ...]
+
+    @property
+    def value_name(self) -> str:
+        return "priority" if self.kind == "INSTANCE" else "weight"
 
 
 class Notifier:
@@ -44,21 +52,28 @@ class Notifier:
 
     def notify(self, instance: str, hooks: NotifyScripts, state: str, priority: int) -> None:
         """Queue the hooks for ``instance`` entering ``state``; returns at once."""
-        scripts = hooks.scripts_for(state)
+        self.notify_scripts("INSTANCE", instance, state, priority, hooks.scripts_for(state))
+
+    def notify_scripts(
+        self, kind: str, name: str, state: str, value: int, scripts: tuple[str, ...]
+    ) -> None:
+        """Queue ``scripts``, to be called ``<script> KIND NAME STATE VALUE``; returns at once."""
         if not scripts:
             return
+        note = _Notification(kind, name, state, value, scripts)
         if self._closed:
-            self._drop(instance, _Notification(state, priority, scripts), "closed")
+            self._drop(note, "closed")
             return
-        queue = self._queues.setdefault(instance, deque())
-        queue.append(_Notification(state, priority, scripts))
-        # A flapping instance keeps its latest transitions: the oldest pending are the stale ones.
+        subject = f"{kind}:{name}"
+        queue = self._queues.setdefault(subject, deque())
+        queue.append(note)
+        # A flapping subject keeps its latest transitions: the oldest pending are the stale ones.
         while len(queue) > self._queue_limit:
-            self._drop(instance, queue.popleft(), "queue_full")
-        if instance not in self._workers:
+            self._drop(queue.popleft(), "queue_full")
+        if subject not in self._workers:
             loop = asyncio.get_running_loop()
-            self._workers[instance] = loop.create_task(
-                self._drain(instance, queue), name=f"notify-{instance}"
+            self._workers[subject] = loop.create_task(
+                self._drain(subject, queue), name=f"notify-{subject}"
             )
 
     async def close(self, timeout: float) -> None:
@@ -76,52 +91,59 @@ class Notifier:
         await asyncio.gather(*workers, return_exceptions=True)
         # A worker cancelled before its first step never ran its own cleanup.
         self._workers.clear()
-        for instance, queue in self._queues.items():
+        for queue in self._queues.values():
             while queue:
-                self._drop(instance, queue.popleft(), "shutdown")
+                self._drop(queue.popleft(), "shutdown")
         self._queues.clear()
 
-    def _drop(self, instance: str, note: _Notification, reason: str) -> None:
+    def _drop(self, note: _Notification, reason: str) -> None:
         self._stats["dropped"] += 1
         log.warning(
-            "event=notify_dropped instance=%s state=%s priority=%d scripts=%s reason=%s",
-            instance,
+            "event=notify_dropped %s=%s state=%s %s=%d scripts=%s reason=%s",
+            note.kind.lower(),
+            note.name,
             note.state,
-            note.priority,
+            note.value_name,
+            note.value,
             ",".join(note.scripts),
             reason,
         )
 
-    async def _drain(self, instance: str, queue: deque[_Notification]) -> None:
+    async def _drain(self, subject: str, queue: deque[_Notification]) -> None:
         try:
             while queue:
                 note = queue.popleft()
                 for script in note.scripts:
-                    await self._run(instance, note, script)
+                    await self._run(note, script)
         finally:
             # No await between the empty check above and this: notify() either saw this worker
             # and queued for it, or sees it gone and starts a new one.
-            del self._workers[instance]
+            del self._workers[subject]
             if not queue:
-                del self._queues[instance]
+                del self._queues[subject]
 
-    async def _run(self, instance: str, note: _Notification, script: str) -> None:
-        args = ("INSTANCE", instance, note.state, str(note.priority))
+    async def _run(self, note: _Notification, script: str) -> None:
+        args = (note.kind, note.name, note.state, str(note.value))
         try:
             result = await run_script(self._policy, script, args, self._timeout)
         except Exception:  # run_script reports failures in its result; this is a bug
             self._stats["runs"] += 1
             self._stats["failures"] += 1
             log.exception(
-                "event=notify_failed instance=%s state=%s script=%s", instance, note.state, script
+                "event=notify_failed %s=%s state=%s script=%s",
+                note.kind.lower(),
+                note.name,
+                note.state,
+                script,
             )
             return
         self._stats["runs"] += 1
         duration_ms = result.duration * 1000
         if result.exit_code == 0 and result.error is None:
             log.info(
-                "event=notify instance=%s state=%s script=%s exit=%s duration_ms=%.1f",
-                instance,
+                "event=notify %s=%s state=%s script=%s exit=%s duration_ms=%.1f",
+                note.kind.lower(),
+                note.name,
                 note.state,
                 script,
                 result.exit_code,
@@ -132,9 +154,10 @@ class Notifier:
         if result.timed_out:
             self._stats["timeouts"] += 1
         log.warning(
-            "event=notify_failed instance=%s state=%s script=%s exit=%s timed_out=%s "
+            "event=notify_failed %s=%s state=%s script=%s exit=%s timed_out=%s "
             "duration_ms=%.1f error=%s output=%r",
-            instance,
+            note.kind.lower(),
+            note.name,
             note.state,
             script,
             result.exit_code,

@@ -1,6 +1,7 @@
 """The agent: owns the adapters and the instance runners, reloads configuration, shuts down in order.
 
-Construct, then ``await run()``. Shutdown order: priority-0 adverts -> VIPs dropped -> sockets closed.
+Construct, then ``await run()``. Shutdown order: priority-0 adverts -> VIPs dropped -> IPVS services
+released -> sockets closed.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from vipkeeper_agent.balancer import Balancer, View
 from vipkeeper_agent.checks.hysteresis import CheckState, Health
 from vipkeeper_agent.checks.scheduler import CheckScheduler
 from vipkeeper_agent.instance import InstanceRunner
 from vipkeeper_agent.io.announcer import Announcer
 from vipkeeper_agent.io.netlink import AddressManager, LinkWatcher
 from vipkeeper_agent.io.transport import ReceivedDatagram, VrrpSocket
+from vipkeeper_agent.ipvs.plan import active_here
 from vipkeeper_agent.notify import Notifier
 from vipkeeper_agent.reload import plan_reload
 from vipkeeper_agent.scripts import ScriptPolicy, verify
@@ -42,7 +45,7 @@ from vipkeeper_agent.tracking import Assessment, Observations, assess, share_gro
 from vipkeeper_agent.vrrp import fsm, sync
 from vipkeeper_agent.vrrp.packet import Advertisement, DecodeError, DropReason, decode, encode
 from vipkeeper_agent.vrrp.receive import check
-from vipkeeper_api import ConfigError, NodeAssignmentSpec, VrrpInstance, load_spec
+from vipkeeper_api import Check, ConfigError, NodeAssignmentSpec, VrrpInstance, load_spec
 
 log = logging.getLogger("vipkeeper.agent")
 
@@ -63,6 +66,9 @@ class AgentOptions:
     #: keepalived's `touch /etc/keepalived/down` idiom: while the file exists, hand over and stay BACKUP.
     maintenance_file: Path | None = None
     notify_timeout: float = 10.0
+    #: Remove the IPVS services we own on stop (keepalived's default; its --dont-release-ipvs
+    #: keeps them, and so does False here, so that a restart changes nothing).
+    release_ipvs: bool = True
 
 
 class Agent:
@@ -93,6 +99,11 @@ class Agent:
         self._checks: CheckScheduler | None = None
         self._notifier: Notifier | None = None
         self._maintenance_file_on = False
+        self._balancer: Balancer | None = None
+        #: Real-server checks of the virtual servers, scheduled with the instances' checks.
+        self._rs_checks: tuple[Check, ...] = _real_server_checks(spec)
+        #: Virtual server -> the VRRP instance that carries it (placement: holder).
+        self._carrier = _carriers(spec)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -109,17 +120,16 @@ class Agent:
             await self._refresh_interfaces()
             self._notifier = Notifier(self.options.scripts, timeout=self.options.notify_timeout)
             self._maintenance_file_on = self._maintenance_file_present()
-            self._checks = CheckScheduler(self.spec.checks, self._on_check, self.options.scripts)
+            self._checks = CheckScheduler(
+                self.spec.checks + self._rs_checks, self._on_check, self.options.scripts
+            )
             self._checks.start()
             for inst in self.spec.instances:
                 self._start_instance(inst)
+            self._balancer = Balancer(self._ipvs_view, self._notifier)
+            self._balancer.configure(self.spec.virtual_servers)
+            self._balancer.start()
             self._loaded_at = loop.time()
-            if self.spec.virtual_servers:
-                log.warning(
-                    "event=virtual_servers_ignored count=%d reason=%s",
-                    len(self.spec.virtual_servers),
-                    "IPVS programming is not part of this release; the entries were validated only",
-                )
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_stop_signal)
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
@@ -159,6 +169,13 @@ class Agent:
                 log.error("event=shutdown_timeout detail='some VIPs may not have been removed'")
         self.runners.clear()
         self._reindex()
+        if self._balancer is not None:
+            try:
+                await asyncio.wait_for(
+                    self._balancer.close(release=self.options.release_ipvs), timeout=2.0
+                )
+            except TimeoutError:
+                log.error("event=shutdown_timeout detail='IPVS services may not have been removed'")
         if self._checks is not None:
             await self._checks.stop()
         if self._notifier is not None:
@@ -288,6 +305,16 @@ class Agent:
     def _on_check(self, name: str, state: CheckState) -> None:
         self._check_health[name] = state.health == Health.OK
         self._reassess()
+        if self._balancer is not None and any(c.name == name for c in self._rs_checks):
+            self._balancer.request()
+
+    def _ipvs_view(self) -> View:
+        # A real server whose check has not reported yet counts as its check's initFail says
+        # (keepalived's `alpha`): healthy by default, failed until proven with initFail: true.
+        health = {c.name: not c.init_fail for c in self._rs_checks}
+        health.update(self._check_health)
+        masters = {n for n, r in self.runners.items() if r.router.state == fsm.State.MASTER}
+        return View(health, active_here(self.spec.virtual_servers, self._carrier, masters))
 
     def _maintenance_file_present(self) -> bool:
         path = self.options.maintenance_file
@@ -422,6 +449,11 @@ class Agent:
             # keepalived calls leaving the instance (shutdown, removal) "STOP".
             state = "STOP" if transition.to_state == fsm.State.INIT else str(transition.to_state)
             self._notifier.notify(runner.name, runner.spec.notify, state, runner.router.priority)
+        if self._balancer is not None and fsm.State.MASTER in (
+            transition.from_state,
+            transition.to_state,
+        ):
+            self._balancer.request()  # placement: holder follows MASTER
 
     def _siblings(self, runner: InstanceRunner) -> list[InstanceRunner]:
         group = runner.spec.sync_group
@@ -472,11 +504,14 @@ class Agent:
                 return False
             self._reload_error = None
             was_maintenance = self.maintenance
-            old_checks = self.spec.checks_by_name
-            unchanged = {n for n, c in new.checks_by_name.items() if old_checks.get(n) == c}
+            old_checks = {c.name: c for c in self.spec.checks + self._rs_checks}
+            rs_checks = _real_server_checks(new)
+            new_checks = new.checks + rs_checks
+            unchanged = {c.name for c in new_checks if old_checks.get(c.name) == c}
             self._check_health = {n: ok for n, ok in self._check_health.items() if n in unchanged}
+            self._rs_checks, self._carrier = rs_checks, _carriers(new)
             if self._checks is not None:
-                self._checks.update(new.checks)
+                self._checks.update(new_checks)
             old_by_name = {i.name: i for i in self.spec.instances}
             new_by_name = {i.name: i for i in new.instances}
             plan = plan_reload(old_by_name, new_by_name)
@@ -510,6 +545,8 @@ class Agent:
             self._reassess()
             if self.maintenance != was_maintenance:
                 self._apply_maintenance("config")
+            if self._balancer is not None:
+                self._balancer.configure(new.virtual_servers)
             return True
 
     # --- status -------------------------------------------------------------------------------
@@ -520,13 +557,15 @@ class Agent:
             "reloads": self._reloads,
             "lastReloadError": self._reload_error,
         }
+        checks = {} if self._checks is None else self._checks.states()
+        wall_offset = time.time() - asyncio.get_running_loop().time()
         return agent_status(
             self.runners.values(),
             self.unresolved,
             self.global_dropped,
             config,
-            checks={} if self._checks is None else self._checks.states(),
-            wall_offset=time.time() - asyncio.get_running_loop().time(),
+            checks=checks,
+            wall_offset=wall_offset,
             maintenance={
                 "active": self.maintenance,
                 "config": self.spec.maintenance,
@@ -536,7 +575,20 @@ class Agent:
                 "filePresent": self._maintenance_file_on,
             },
             notify={} if self._notifier is None else self._notifier.stats,
+            ipvs=None if self._balancer is None else self._balancer.status(checks, wall_offset),
         )
+
+
+def _real_server_checks(spec: NodeAssignmentSpec) -> tuple[Check, ...]:
+    return tuple(c for vs in spec.virtual_servers for _, c in vs.real_server_checks())
+
+
+def _carriers(spec: NodeAssignmentSpec) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for vs in spec.virtual_servers:
+        inst = spec.instance_for(vs)
+        out[vs.name] = None if inst is None else inst.name
+    return out
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

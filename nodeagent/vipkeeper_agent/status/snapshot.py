@@ -75,6 +75,7 @@ def agent_status(
     wall_offset: float = 0.0,
     maintenance: Mapping[str, Any] | None = None,
     notify: Mapping[str, int] | None = None,
+    ipvs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     instances = [instance_status(r) for r in sorted(runners, key=lambda r: r.name)]
     instances += [
@@ -90,5 +91,6 @@ def agent_status(
         },
         "maintenance": dict(maintenance or {}),
         "notify": dict(notify or {}),
+        "ipvs": None if ipvs is None else dict(ipvs),
         "dropped": dict(sorted(global_dropped.items())),
     }
