@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vipkeeper_api.models import NodeAssignmentSpec
+
+M = TypeVar("M", bound=BaseModel)
 
 #: A NodeAssignment spec is small; a multi-megabyte file is a mistake (or an attack on the parser).
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
@@ -141,8 +143,17 @@ def parse_spec(document: object, source: str = "<config>") -> NodeAssignmentSpec
             )
         document = document.get("spec") or {}
         prefix = ("spec",)
+    return parse_model(NodeAssignmentSpec, document, source, prefix)
+
+
+def parse_model(
+    model: type[M], document: object, source: str, prefix: tuple[int | str, ...] = ()
+) -> M:
+    """Validate ``document`` as ``model``; every problem becomes a ConfigError naming the path
+    (after ``prefix``, e.g. ``spec``), the value and the rule. The operator parses custom
+    resources with this too, so a VirtualIP's errors read like a standalone file's."""
     try:
-        return NodeAssignmentSpec.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
