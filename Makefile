@@ -44,7 +44,7 @@ lint: venv
 	$(BIN)/ruff format --check $(PY_SOURCES)
 
 typecheck: venv
-	$(BIN)/mypy api/vipkeeper_api nodeagent/vipkeeper_agent lab/vipkeeper_lab bench
+	$(BIN)/mypy api/vipkeeper_api nodeagent/vipkeeper_agent operator/vipkeeper_operator lab/vipkeeper_lab bench
 
 imports: venv
 	$(BIN)/lint-imports

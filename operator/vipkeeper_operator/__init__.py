@@ -1,0 +1,1 @@
+"""vipkeeper operator: VirtualIPs and VirtualServers in, one NodeAssignment per node out."""

@@ -1,0 +1,1 @@
+"""Pure planning: cluster state in (vipkeeper_operator.world), NodeAssignments and statuses out."""
