@@ -43,7 +43,7 @@ class VirtualIP:
     generation: int
     spec: VirtualIPSpec
     #: What the operator recorded in status earlier (VRID allocation is stable across restarts).
-    status: VirtualIPStatus = VirtualIPStatus()
+    status: VirtualIPStatus = field(default_factory=VirtualIPStatus)
     #: metadata.deletionTimestamp is set: every node must resign it before it disappears.
     deleting: bool = False
 
