@@ -1,0 +1,66 @@
+"""Which NodeAssignments to create, replace or delete: only where the content changes.
+
+The operator renders every node's spec on each pass; writing them all would wake every agent and
+flood the API. The comparison is on the canonical JSON document (what the API stores), so a spec
+the API round-tripped (defaults, ordering of keys) still compares equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vipkeeper_api.models import NodeAssignmentSpec
+
+Document = dict[str, Any]
+
+
+def spec_document(spec: NodeAssignmentSpec) -> Document:
+    """The spec as stored in the NodeAssignment: JSON types, camelCase, defaults left out (so a new
+    optional field with a default does not rewrite every assignment)."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PutAssignment:
+    """Create the node's assignment, or replace its spec (``exists``)."""
+
+    node: str
+    spec: Document
+    exists: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAssignment:
+    node: str
+
+
+Write = PutAssignment | DeleteAssignment
+
+
+def assignment_writes(
+    desired: Mapping[str, NodeAssignmentSpec], current: Mapping[str, Document | None]
+) -> list[Write]:
+    """``desired``: node -> spec; ``current``: node -> the spec document its NodeAssignment has
+    (None for an object without spec). Nodes are handled in name order, puts before deletes."""
+    puts: list[Write] = []
+    for node in sorted(desired):
+        document = spec_document(desired[node])
+        if node not in current:
+            puts.append(PutAssignment(node, document, exists=False))
+        elif _canonical(current[node]) != document:
+            puts.append(PutAssignment(node, document, exists=True))
+    deletes: list[Write] = [DeleteAssignment(node) for node in sorted(set(current) - set(desired))]
+    return puts + deletes
+
+
+def _canonical(document: Document | None) -> Document | None:
+    """What the stored document means, in :func:`spec_document`'s form; None if it does not parse
+    (then it is rewritten)."""
+    if document is None:
+        return None
+    try:
+        return spec_document(NodeAssignmentSpec.model_validate(document))
+    except ValueError:
+        return None
