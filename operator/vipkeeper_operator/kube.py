@@ -1,0 +1,87 @@
+"""The operator's writes to the API: NodeAssignments and the status of VirtualIPs/VirtualServers.
+
+A thin adapter over the ``kubernetes`` client (synchronous, so every call runs in a worker
+thread). Specs and statuses are replaced with a JSON patch on the whole field: a merge patch
+would keep keys the new document no longer has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from vipkeeper_api.resources import GROUP, VERSION
+from vipkeeper_operator.planning.writes import DeleteAssignment, PutAssignment, Write
+
+log = logging.getLogger("vipkeeper.operator")
+
+ASSIGNMENTS = "nodeassignments"
+
+
+def load_config() -> None:
+    """In a pod: the service account; elsewhere: the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self._objects = client.CustomObjectsApi(api)
+
+    async def write(self, write: Write) -> None:
+        await asyncio.to_thread(self._write, write)
+
+    async def replace_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        await asyncio.to_thread(self._replace_status, plural, namespace, name, status)
+
+    # --- in a worker thread ---------------------------------------------------------------
+
+    def _write(self, write: Write) -> None:
+        if isinstance(write, DeleteAssignment):
+            try:
+                self._objects.delete_cluster_custom_object(GROUP, VERSION, ASSIGNMENTS, write.node)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            return
+        assert isinstance(write, PutAssignment)
+        if not write.exists:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "NodeAssignment",
+                "metadata": {
+                    "name": write.node,
+                    "labels": {"app.kubernetes.io/managed-by": "vipkeeper"},
+                },
+                "spec": write.spec,
+            }
+            try:
+                self._objects.create_cluster_custom_object(GROUP, VERSION, ASSIGNMENTS, body)
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                # Created meanwhile (another replica before the handover, or our watch lagging).
+        patch = [{"op": "add", "path": "/spec", "value": write.spec}]
+        self._objects.patch_cluster_custom_object(GROUP, VERSION, ASSIGNMENTS, write.node, patch)
+
+    def _replace_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
+        patch = [{"op": "add", "path": "/status", "value": dict(status)}]
+        try:
+            self._objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, patch
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # deleted meanwhile: nothing to report on
+                raise
