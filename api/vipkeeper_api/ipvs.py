@@ -8,7 +8,7 @@ import ipaddress
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from vipkeeper_api.base import IPAddress, Model, dns_label, parse_address
 from vipkeeper_api.checks import SCRIPT_NAME_RE, Check
@@ -76,14 +76,30 @@ def _script_name(value: str | None) -> str | None:
 
 class RealServer(Model):
     address: IPAddress
-    #: Default: the virtual server's port (required for firewall-mark services).
+    #: Default: the virtual server's port. Without one, a firewall-mark service's real server
+    #: gets the port the client asked for (ipvsadm's port 0).
     port: int | None = Field(default=None, ge=1, le=65535)
     weight: int = Field(default=1, ge=0, le=65535)
-    #: Connection thresholds (ipvsadm -x / -y); 0 means none.
+    #: Connection thresholds (ipvsadm -x / -y): above ``upperThreshold`` active + inactive
+    #: connections the real server gets no new ones, until they fall below ``lowerThreshold``
+    #: (0: three quarters of the upper one). 0 means no upper limit.
     upper_threshold: int = Field(default=0, ge=0, le=2**31 - 1)
     lower_threshold: int = Field(default=0, ge=0, le=2**31 - 1)
 
     _addr = field_validator("address", mode="before")(parse_address)
+
+    @field_validator("lower_threshold")
+    @classmethod
+    def _thresholds_in_order(cls, value: int, info: ValidationInfo) -> int:
+        upper = info.data.get("upper_threshold")
+        if upper is not None and value > upper:
+            zero = ", even though 0 means no limit" if upper == 0 else ""
+            raise ValueError(
+                f"must not exceed upperThreshold {upper}: the kernel refuses that (ERANGE){zero}; "
+                "a lower threshold only applies to a server over its upper one, so set "
+                f"upperThreshold to {value} or more, or lower lowerThreshold"
+            )
+        return value
 
 
 class SorryServer(Model):
@@ -150,6 +166,27 @@ class VirtualServer(Model):
         lambda cls, v: None if v is None else parse_address(v)
     )
 
+    @field_validator("check")
+    @classmethod
+    def _check_template(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        """The template must be a valid check once aimed at a real server. Its errors keep
+        their place: pydantic-core nests a ValidationError raised here under ``check`` (e.g.
+        ``virtualServers[0].check.path``, or ``check.kind`` for an unknown kind), so they read
+        like the errors of a top-level check."""
+        if value is None:
+            return None
+        if "name" in value:
+            raise ValueError(
+                "remove name; each real server's check is named after it "
+                "(<virtual server>/<address>:<port>)"
+            )
+        address = info.data.get("address")
+        family = address.version if address is not None else info.data.get("fwmark_family", 4)
+        _aimed_check(value, family, info.data.get("port"))
+        return value
+
     @property
     def family(self) -> int:
         return self.address.version if self.address is not None else self.fwmark_family
@@ -211,6 +248,12 @@ class VirtualServer(Model):
                     f"persistence.prefixLength {self.persistence.prefix_length} exceeds {bits} "
                     f"for an IPv{family} service"
                 )
+            if family == 6 and self.persistence.prefix_length == 0:
+                raise ValueError(
+                    "persistence.prefixLength 0 is not possible for an IPv6 service: the kernel "
+                    "takes 1-128 (EINVAL); use 1 to group as many clients as possible, or remove "
+                    "prefixLength to keep each client address on its own real server"
+                )
         if self.sorry_server is not None and self.sorry_server.address.version != family:
             raise ValueError(f"sorryServer must be IPv{family} like the service")
         if self.quorum is not None:
@@ -220,36 +263,22 @@ class VirtualServer(Model):
                     f"quorum.min {self.quorum.min} exceeds the real servers' total weight "
                     f"{total}, so the service could never be up; lower it or add weight"
                 )
-        if self.check is not None:
-            self._validated_check(self.check)
+        if self.check is not None and self.check.get("kind") == "tcp" and "port" not in self.check:
+            for index, rs in enumerate(self.real_servers):
+                if not self.real_port(rs):
+                    raise ValueError(
+                        f"check: a tcp check needs a port, and realServers[{index}] has none (a "
+                        "firewall-mark service without ports keeps the client's port); set "
+                        "check.port, or give the real servers a port"
+                    )
         return self
-
-    def _validated_check(self, template: dict[str, Any]) -> Check:
-        if "name" in template:
-            raise ValueError("check: remove name; a real server's check is named after it")
-        document: dict[str, Any] = {"name": "check", **template}
-        kind = template.get("kind")
-        if kind in ("http", "https", "tcp", "smtp", "ping") and "address" not in template:
-            document["address"] = (
-                str(self.real_servers[0].address)
-                if self.real_servers
-                else ("::1" if self.family == 6 else "127.0.0.1")
-            )
-        if kind in ("tcp",) and "port" not in template:
-            document["port"] = self.port or 1
-        try:
-            return _CHECK.validate_python(document)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"] if p != kind)
-            raise ValueError(f"check.{where}: {first['msg']}") from None
 
     def real_server_checks(self) -> list[tuple[RealServer, Check]]:
         """The check of every real server: the template aimed at it (unless it names its own
         address or port), named ``<vs>/<address>:<port>`` for status and logs."""
         if self.check is None:
             return []
-        template = self._validated_check(self.check)
+        template = _aimed_check(self.check, self.family, self.port)
         out = []
         for rs in self.real_servers:
             port = self.real_port(rs)
@@ -271,6 +300,23 @@ class VirtualServer(Model):
                 if name is not None:
                     out.append((f"quorum.{hook}", name))
         return out
+
+
+#: Check kinds that connect to an address (defaulting to the real server's).
+_ADDRESS_KINDS = ("http", "https", "tcp", "smtp", "ping")
+
+
+def _aimed_check(template: dict[str, Any], family: int, port: int | None) -> Check:
+    """A check template validated as a check, with placeholders for what each real server fills
+    in (name, and address and port unless the template sets them). Raises ValidationError with the
+    template's own locations."""
+    document: dict[str, Any] = {"name": "check", **template}
+    kind = template.get("kind")
+    if kind in _ADDRESS_KINDS and "address" not in template:
+        document["address"] = "::1" if family == 6 else "127.0.0.1"
+    if kind == "tcp" and "port" not in template:
+        document["port"] = port or 1
+    return _CHECK.validate_python(document)
 
 
 def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:

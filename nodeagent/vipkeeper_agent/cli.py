@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--ipvs",
         action="store_true",
-        help="print the IPVS services this agent owns as `ipvsadm -Ln --stats` would, not JSON",
+        help="print the IPVS services this agent owns as `ipvsadm -Ln` would, not JSON",
     )
     check = sub.add_parser(
         "check-config",

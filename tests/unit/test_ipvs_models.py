@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from vipkeeper_agent.cli import main
 from vipkeeper_api import ConfigError, load_spec
 
 
@@ -125,12 +127,12 @@ ERROR_CASES: list[tuple[str, str, list[str]]] = [
     (
         "check template with a name",
         document(server(check={"kind": "tcp", "name": "x"})),
-        ["virtualServers[0]", "check: remove name", "named after it"],
+        ["virtualServers[0].check: remove name", "named after it"],
     ),
     (
         "check template with a bad field",
         document(server(check={"kind": "http", "path": 5})),
-        ["virtualServers[0]", "check.path"],
+        ["virtualServers[0].check.path", "valid string", "got 5"],
     ),
     (
         "sorry server of the other family",
@@ -201,34 +203,127 @@ def test_errors_are_precise(text: str, needles: list[str]) -> None:
         assert needle in message, f"{needle!r} not in:\n{message}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema gap: an unknown check kind is reported as 'check.: Input tag ...' (empty "
-    "path, pydantic's words) instead of check.kind with the kinds to choose from",
-)
 def test_unknown_check_kind_names_the_kinds() -> None:
     message = errors_of(document(server(check={"kind": "foo"})))
     assert "check.kind" in message and "'foo'" in message and "use one of" in message
+    assert "virtualServers[0].check.kind: unknown kind 'foo'; use one of: exec, http" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema gap: the kernel refuses lowerThreshold > upperThreshold with ERANGE (even "
-    "when upperThreshold is 0, 'no limit'; verified in the VM lane); the schema accepts it",
-)
 def test_thresholds_out_of_order_are_refused() -> None:
+    """The kernel refuses lowerThreshold > upperThreshold with ERANGE, even when upperThreshold
+    is 0 ("no limit"; verified in the VM lane)."""
     rs = {"address": "10.0.0.1", "lowerThreshold": 5}
-    assert "lowerThreshold" in errors_of(document(server(realServers=[rs])))
+    message = errors_of(document(server(realServers=[rs])))
+    for needle in (
+        "virtualServers[0].realServers[0].lowerThreshold",
+        "must not exceed upperThreshold 0: the kernel refuses that (ERANGE), even though 0 "
+        "means no limit",
+        "set upperThreshold to 5 or more, or lower lowerThreshold",
+        "(got 5)",
+    ):
+        assert needle in message, f"{needle!r} not in:\n{message}"
+    rs = {"address": "10.0.0.1", "upperThreshold": 10, "lowerThreshold": 20}
+    message = errors_of(document(server(realServers=[rs])))
+    assert "lowerThreshold: must not exceed upperThreshold 10:" in message
+    assert "(got 20)" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schema gap: the kernel refuses an IPv6 persistence prefix of 0 (EINVAL; it wants "
-    "1-128, verified in the VM lane); the schema accepts it",
-)
+def test_thresholds_in_order_are_accepted() -> None:
+    real_servers = [
+        {"address": "10.0.0.1", "upperThreshold": 10, "lowerThreshold": 10},
+        {"address": "10.0.0.2", "upperThreshold": 10},
+        {"address": "10.0.0.3"},
+    ]
+    (vs,) = load_spec(document(server(realServers=real_servers))).virtual_servers
+    assert [(rs.upper_threshold, rs.lower_threshold) for rs in vs.real_servers] == [
+        (10, 10),
+        (10, 0),
+        (0, 0),
+    ]
+
+
 def test_ipv6_persistence_prefix_zero_is_refused() -> None:
+    """The kernel takes an IPv6 persistence prefix of 1-128 only (EINVAL for 0; verified in the
+    VM lane); for IPv4 the prefix is a netmask, and 0.0.0.0 is fine."""
     doc = server(address="2001:db8::1", realServers=[], persistence={"prefixLength": 0})
-    assert "prefixLength" in errors_of(document(doc))
+    message = errors_of(document(doc))
+    for needle in (
+        "virtualServers[0]",
+        "persistence.prefixLength 0 is not possible for an IPv6 service",
+        "1-128",
+        "use 1",
+    ):
+        assert needle in message, f"{needle!r} not in:\n{message}"
+    doc = server(address="2001:db8::1", realServers=[], persistence={"prefixLength": 1})
+    assert load_spec(document(doc)).virtual_servers[0].persistence.prefix_length == 1  # type: ignore[union-attr]
+    v4 = load_spec(document(server(persistence={"prefixLength": 0}))).virtual_servers[0]
+    assert v4.persistence is not None and v4.persistence.prefix_length == 0
+
+
+def test_check_template_errors_are_all_reported_at_their_place() -> None:
+    """The template's mistakes read like a top-level check's: path, pydantic's rule reworded by
+    the loader, the value; several at once, beside the virtual server's other mistakes."""
+    message = errors_of(
+        document(
+            server(
+                check={"kind": "http", "path": "no-slash", "port": 0, "tlsVerify": False},
+                realServers=[{"address": "10.0.0.1", "wieght": 2}],
+            )
+        )
+    )
+    for needle in (
+        "virtualServers[0].realServers[0].wieght: unknown field",
+        "virtualServers[0].check.path: 'no-slash' is not an HTTP path",
+        "virtualServers[0].check.port: out of range",
+        "(got 0)",
+    ):
+        assert needle in message, f"{needle!r} not in:\n{message}"
+    assert "check.http" not in message  # pydantic's union tag is not part of the path
+    message = errors_of(document(server(check={"path": "/"})))
+    assert "virtualServers[0].check.kind: kind is required" in message
+
+
+def test_tcp_check_of_a_firewall_mark_service_needs_a_port() -> None:
+    """Without a port anywhere a tcp check would have nothing to connect to."""
+    base = {"address": None, "port": None, "fwmark": 3, "realServers": [{"address": "10.0.0.1"}]}
+    message = errors_of(document(server(**base, check={"kind": "tcp"})))
+    assert "virtualServers[0]: check: a tcp check needs a port" in message
+    assert "realServers[0] has none" in message and "set check.port" in message
+    (vs,) = load_spec(document(server(**base, check={"kind": "tcp", "port": 22}))).virtual_servers
+    assert [(c.name, c.port) for _, c in vs.real_server_checks()] == [("web/10.0.0.1:0", 22)]  # type: ignore[union-attr]
+    with_port = {**base, "realServers": [{"address": "10.0.0.1", "port": 8080}]}
+    (vs,) = load_spec(document(server(**with_port, check={"kind": "tcp"}))).virtual_servers
+    assert [c.port for _, c in vs.real_server_checks()] == [8080]  # type: ignore[union-attr]
+
+
+def test_check_config_reports_virtual_server_mistakes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The standalone `check-config` path shows the same errors, every one at once."""
+    bad = tmp_path / "lvs.yaml"
+    bad.write_text(
+        document(
+            server(
+                check={"kind": "foo"}, realServers=[{"address": "10.0.0.1", "lowerThreshold": 5}]
+            ),
+            server(
+                name="six",
+                address="2001:db8::1",
+                realServers=[],
+                persistence={"prefixLength": 0},
+            ),
+            instances=[INSTANCE],
+        )
+    )
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    for needle in (
+        f"{bad}: invalid configuration",
+        "virtualServers[0].check.kind: unknown kind 'foo'",
+        "virtualServers[0].realServers[0].lowerThreshold: must not exceed upperThreshold 0",
+        "virtualServers[1]: persistence.prefixLength 0 is not possible for an IPv6 service",
+    ):
+        assert needle in err, f"{needle!r} not in:\n{err}"
 
 
 def test_placement_holder_finds_its_instance_by_address() -> None:

@@ -89,18 +89,6 @@ PROBLEM_CASES: list[tuple[str, list[VirtualServer], KernelFacts, list[str]]] = [
         ],
     ),
     ("schedulers unknown is no problem", [vs(scheduler="twos")], facts(schedulers=None), []),
-    (
-        "thresholds the kernel refuses",
-        [vs(realServers=[{"address": "10.0.0.1", "lowerThreshold": 5}])],
-        GOOD,
-        ["realServers[0] has lowerThreshold 5 above upperThreshold 0", "ERANGE"],
-    ),
-    (
-        "IPv6 persistence prefix 0",
-        [vs(**V6, persistence={"prefixLength": 0})],
-        GOOD,
-        ["IPv6 persistence prefixLength of 1-128 only"],
-    ),
 ]
 
 

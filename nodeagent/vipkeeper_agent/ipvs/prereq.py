@@ -102,20 +102,6 @@ def problems(vs_list: Iterable[VirtualServer], facts: KernelFacts) -> list[str]:
                     f"module; pick another scheduler or install it (virtual servers: "
                     f"{_names(users)})"
                 )
-    for vs in vs_list:
-        for index, rs in enumerate(vs.real_servers):
-            if rs.lower_threshold > rs.upper_threshold:
-                out.append(
-                    f"virtual server {vs.name}: realServers[{index}] has lowerThreshold "
-                    f"{rs.lower_threshold} above upperThreshold {rs.upper_threshold}; the kernel "
-                    "refuses that (ERANGE) even when upperThreshold is 0; set upperThreshold "
-                    "or lower lowerThreshold"
-                )
-        if vs.family == 6 and vs.persistence is not None and vs.persistence.prefix_length == 0:
-            out.append(
-                f"virtual server {vs.name}: the kernel accepts an IPv6 persistence prefixLength "
-                "of 1-128 only; set 1 to make all clients share a real server"
-            )
     return out
 
 

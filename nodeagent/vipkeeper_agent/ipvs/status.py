@@ -123,7 +123,7 @@ def service_json(service: Service) -> dict[str, Any]:
 
 
 def table_json(table: Table, stats: Stats | None = None) -> list[dict[str, Any]]:
-    """The whole kernel table (foreign services included), JSON-ready."""
+    """A table as given (the caller chooses whether foreign services are in it), JSON-ready."""
     out = []
     for key in sorted(table, key=lambda k: k.sort_key):
         entry = table[key]
