@@ -11,7 +11,7 @@ from typing import Any, Literal, Self
 from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_validator
 
 from vipkeeper_api.base import IPAddress, Model, dns_label, parse_address
-from vipkeeper_api.checks import SCRIPT_NAME_RE, Check
+from vipkeeper_api.checks import SCRIPT_NAME_RE, Check, ExecCheck
 
 #: Every scheduler the Linux kernel offers (ip_vs_*.ko).
 SCHEDULERS = (
@@ -287,6 +287,12 @@ class VirtualServer(Model):
                 update["address"] = rs.address
             if "port" not in self.check and hasattr(template, "port") and port:
                 update["port"] = port
+            if isinstance(template, ExecCheck):
+                # One script serves every real server; it learns which one from its arguments.
+                update["args"] = tuple(
+                    a.replace("{address}", str(rs.address)).replace("{port}", str(port or ""))
+                    for a in template.args
+                )
             out.append((rs, template.model_copy(update=update)))
         return out
 

@@ -102,6 +102,7 @@ class Agent:
         self._balancer: Balancer | None = None
         #: Real-server checks of the virtual servers, scheduled with the instances' checks.
         self._rs_checks: tuple[Check, ...] = _real_server_checks(spec)
+        self._rs_check_names = frozenset(c.name for c in self._rs_checks)
         #: Virtual server -> the VRRP instance that carries it (placement: holder).
         self._carrier = _carriers(spec)
 
@@ -305,7 +306,7 @@ class Agent:
     def _on_check(self, name: str, state: CheckState) -> None:
         self._check_health[name] = state.health == Health.OK
         self._reassess()
-        if self._balancer is not None and any(c.name == name for c in self._rs_checks):
+        if self._balancer is not None and name in self._rs_check_names:
             self._balancer.request()
 
     def _ipvs_view(self) -> View:
@@ -510,6 +511,7 @@ class Agent:
             unchanged = {c.name for c in new_checks if old_checks.get(c.name) == c}
             self._check_health = {n: ok for n, ok in self._check_health.items() if n in unchanged}
             self._rs_checks, self._carrier = rs_checks, _carriers(new)
+            self._rs_check_names = frozenset(c.name for c in rs_checks)
             if self._checks is not None:
                 self._checks.update(new_checks)
             old_by_name = {i.name: i for i in self.spec.instances}

@@ -368,3 +368,19 @@ def test_check_template_is_aimed_at_each_real_server() -> None:
         ("web/10.0.0.1:80", "10.0.0.1", 80),
         ("web/10.0.0.2:8080", "10.0.0.2", 8080),
     ]
+
+
+def test_exec_check_learns_its_real_server_from_placeholders() -> None:
+    spec = load_spec(
+        document(
+            server(
+                check={"kind": "exec", "script": "probe", "args": ["--to", "{address}:{port}"]},
+                realServers=[{"address": "10.0.0.1"}, {"address": "10.0.0.2", "port": 8080}],
+            )
+        )
+    )
+    checks = spec.virtual_servers[0].real_server_checks()
+    assert [c.args for _, c in checks] == [  # type: ignore[union-attr]
+        ("--to", "10.0.0.1:80"),
+        ("--to", "10.0.0.2:8080"),
+    ]
