@@ -271,8 +271,9 @@ class NodeState(Model):
 
 
 class LastTransition(Model):
-    from_node: str | None = None
-    to_node: str | None = None
+    # `from`/`to` in the API (DESIGN §3); Python cannot name a field `from`.
+    from_node: str | None = Field(default=None, alias="from")
+    to_node: str | None = Field(default=None, alias="to")
     reason: str
     at: str
     duration_ms: float | None = None
@@ -284,6 +285,30 @@ class VirtualIPStatus(Model):
     vrid: int | None = None
     nodes: tuple[NodeState, ...] = ()
     last_transition: LastTransition | None = None
+    conditions: tuple[Condition, ...] = ()
+    observed_generation: int | None = None
+
+
+class RealServerState(Model):
+    """One real server of a VirtualServer, as its status shows it."""
+
+    address: str
+    port: int
+    healthy: bool
+    weight: int
+    since: str | None = None
+
+
+class VirtualServerStatus(Model):
+    """What the operator reports on a VirtualServer (folded from the nodes' reports)."""
+
+    #: The node whose rules the status shows (placement holder); None with placement all.
+    holder: str | None = None
+    real_servers: tuple[RealServerState, ...] = ()
+    #: Healthy real servers with a weight above 0: the ones taking new connections.
+    active: int = 0
+    healthy: int = 0
+    total: int = 0
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = None
 
@@ -356,11 +381,13 @@ __all__ = [
     "ObjectRef",
     "Priorities",
     "RealServerReport",
+    "RealServerState",
     "SecretKeyRef",
     "VirtualIPSpec",
     "VirtualIPStatus",
     "VirtualServerReport",
     "VirtualServerSpec",
+    "VirtualServerStatus",
     "Vrrp",
     "instance_name",
 ]

@@ -10,13 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from vipkeeper_api.resources import GROUP, VERSION
-from vipkeeper_operator.planning.writes import DeleteAssignment, PutAssignment, Write
+from vipkeeper_operator.planning.writes import (
+    DeleteAssignment,
+    EventWrite,
+    PutAssignment,
+    StatusWrite,
+    Write,
+)
 
 log = logging.getLogger("vipkeeper.operator")
 
@@ -32,8 +39,10 @@ def load_config() -> None:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient | None = None) -> None:
+    def __init__(self, api: client.ApiClient | None = None, component: str = "vipkeeper-operator"):
         self._objects = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._component = component
 
     async def write(self, write: Write) -> None:
         await asyncio.to_thread(self._write, write)
@@ -42,6 +51,14 @@ class Kube:
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:
         await asyncio.to_thread(self._replace_status, plural, namespace, name, status)
+
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The Secret, or None if there is none (VRRP auth: read on demand, never watched, so
+        the operator holds no other Secret of the cluster in memory)."""
+        return await asyncio.to_thread(self._read_secret, namespace, name)
+
+    async def post_event(self, event: EventWrite, now: datetime) -> None:
+        await asyncio.to_thread(self._post_event, event, now)
 
     # --- in a worker thread ---------------------------------------------------------------
 
@@ -85,3 +102,37 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+
+    def _post_event(self, event: EventWrite, now: datetime) -> None:
+        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{event.name}.", "namespace": event.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": event.kind,
+                "namespace": event.namespace,
+                "name": event.name,
+                "uid": event.uid,
+            },
+            "type": event.type,
+            "reason": event.reason,
+            # The API refuses messages over 1 KiB.
+            "message": event.message[:1024],
+            "source": {"component": self._component},
+            "reportingComponent": self._component,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        self._core.create_namespaced_event(event.namespace or "default", body)
+
+    def _read_secret(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {"data": secret.data or {}}

@@ -46,6 +46,7 @@ class Rejected:
     name: str
     kind: str
     message: str
+    uid: str = ""
 
     @property
     def key(self) -> str:
@@ -97,7 +98,7 @@ def _spec(model: type[BaseModel], obj: Raw, kind: str) -> BaseModel | Rejected:
     try:
         return parse_model(model, obj.get("spec") or {}, f"{kind} {namespace}/{name}", ("spec",))
     except ConfigError as exc:
-        return Rejected(namespace, name, kind, str(exc))
+        return Rejected(namespace, name, kind, str(exc), str(meta.get("uid") or ""))
 
 
 def virtual_ip(obj: Raw) -> VirtualIP | Rejected:

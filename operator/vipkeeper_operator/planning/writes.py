@@ -39,6 +39,29 @@ class DeleteAssignment:
 Write = PutAssignment | DeleteAssignment
 
 
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """Replace the status of a VirtualIP or VirtualServer (``plural``)."""
+
+    plural: str
+    namespace: str
+    name: str
+    status: Document
+
+
+@dataclass(frozen=True, slots=True)
+class EventWrite:
+    """A Kubernetes Event about one of our objects (core/v1, as ``kubectl describe`` shows)."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
 def assignment_writes(
     desired: Mapping[str, NodeAssignmentSpec], current: Mapping[str, Document | None]
 ) -> list[Write]:
