@@ -10,6 +10,7 @@ import ipaddress
 import re
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
@@ -338,20 +339,33 @@ class NodeAssignmentSpec(_Model):
             out += [(f"virtualServers[{index}].{path}", name) for path, name in vs.scripts()]
         return out
 
-    def instance_for(self, vs: VirtualServer) -> VrrpInstance | None:
-        """The VRRP instance whose MASTER carries ``vs`` (placement: holder)."""
+    def instance_index(self) -> tuple[dict[str, VrrpInstance], dict[IPAddress, VrrpInstance]]:
+        """Instances by name and by VIP (the first that has it): an operator-rendered spec has
+        hundreds of each, and a lookup per virtual server must not scan them all."""
+        by_name: dict[str, VrrpInstance] = {}
+        by_address: dict[IPAddress, VrrpInstance] = {}
         for inst in self.instances:
-            if vs.vrrp_instance is not None:
-                if inst.name == vs.vrrp_instance:
-                    return inst
-            elif vs.address is not None and any(a.ip == vs.address for a in inst.addresses):
-                return inst
-        return None
+            by_name.setdefault(inst.name, inst)
+            for a in inst.addresses:
+                by_address.setdefault(a.ip, inst)
+        return by_name, by_address
+
+    def instance_for(
+        self,
+        vs: VirtualServer,
+        index: tuple[dict[str, VrrpInstance], dict[IPAddress, VrrpInstance]] | None = None,
+    ) -> VrrpInstance | None:
+        """The VRRP instance whose MASTER carries ``vs`` (placement: holder)."""
+        by_name, by_address = index if index is not None else self.instance_index()
+        if vs.vrrp_instance is not None:
+            return by_name.get(vs.vrrp_instance)
+        return None if vs.address is None else by_address.get(vs.address)
 
     @model_validator(mode="after")
     def _virtual_servers(self) -> Self:
         names: dict[str, int] = {}
         keys: dict[tuple[object, ...], int] = {}
+        carriers = self.instance_index()
         for index, vs in enumerate(self.virtual_servers):
             where = f"virtualServers[{index}]"
             if vs.name in names:
@@ -364,7 +378,7 @@ class NodeAssignmentSpec(_Model):
                     f"{where} is {vs.describe()}, already virtualServers[{keys[vs.key]}]"
                 )
             keys[vs.key] = index
-            if vs.placement == Placement.HOLDER and self.instance_for(vs) is None:
+            if vs.placement == Placement.HOLDER and self.instance_for(vs, carriers) is None:
                 if vs.vrrp_instance is not None:
                     raise ValueError(
                         f"{where}.vrrpInstance {vs.vrrp_instance!r} is not an instance of this spec"

@@ -587,8 +587,9 @@ def _real_server_checks(spec: NodeAssignmentSpec) -> tuple[Check, ...]:
 
 def _carriers(spec: NodeAssignmentSpec) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
+    index = spec.instance_index()
     for vs in spec.virtual_servers:
-        inst = spec.instance_for(vs)
+        inst = spec.instance_for(vs, index)
         out[vs.name] = None if inst is None else inst.name
     return out
 

@@ -21,13 +21,14 @@ from vipkeeper_operator.planning.writes import (
     DeleteAssignment,
     EventWrite,
     PutAssignment,
-    StatusWrite,
     Write,
 )
 
 log = logging.getLogger("vipkeeper.operator")
 
 ASSIGNMENTS = "nodeassignments"
+#: The client labels every custom-object patch a merge patch unless told otherwise.
+JSON_PATCH = "application/json-patch+json"
 
 
 def load_config() -> None:
@@ -89,7 +90,9 @@ class Kube:
                     raise
                 # Created meanwhile (another replica before the handover, or our watch lagging).
         patch = [{"op": "add", "path": "/spec", "value": write.spec}]
-        self._objects.patch_cluster_custom_object(GROUP, VERSION, ASSIGNMENTS, write.node, patch)
+        self._objects.patch_cluster_custom_object(
+            GROUP, VERSION, ASSIGNMENTS, write.node, patch, _content_type=JSON_PATCH
+        )
 
     def _replace_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
@@ -97,7 +100,7 @@ class Kube:
         patch = [{"op": "add", "path": "/status", "value": dict(status)}]
         try:
             self._objects.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, patch
+                GROUP, VERSION, namespace, plural, name, patch, _content_type=JSON_PATCH
             )
         except ApiException as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on

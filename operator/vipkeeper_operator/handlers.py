@@ -1,0 +1,143 @@
+"""kopf handlers: mirror watched objects into the store, hold VirtualIP deletion until every node
+has resigned it, and admit or refuse VirtualIPs/VirtualServers. All decisions live in the pure
+planning; every handler fits on a screen.
+
+The same module serves ``vipkeeper-operator`` (see :mod:`vipkeeper_operator.cli`) and tests that
+run it with ``kopf.testing.KopfRunner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import zlib
+from typing import Any
+
+import kopf
+
+from vipkeeper_api.resources import GROUP, VERSION
+from vipkeeper_operator import parse
+from vipkeeper_operator.controller import Controller
+from vipkeeper_operator.kube import Kube
+from vipkeeper_operator.planning.admission import check_virtual_ip, check_virtual_server
+from vipkeeper_operator.planning.reconcile import resign_pending
+from vipkeeper_operator.store import Store
+
+log = logging.getLogger("vipkeeper.operator")
+
+#: (kopf resource selector, store plural). Secrets are not watched: the controller reads the few
+#: that VirtualIPs name.
+WATCHED: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("v1", "nodes"), "nodes"),
+    ((GROUP, VERSION, "virtualips"), "virtualips"),
+    ((GROUP, VERSION, "virtualservers"), "virtualservers"),
+    ((GROUP, VERSION, "nodeassignments"), "nodeassignments"),
+    (("v1", "services"), "services"),
+    (("discovery.k8s.io", "v1", "endpointslices"), "endpointslices"),
+)
+
+#: Whoever starts the operator sets these before kopf runs (cli.py, tests).
+SETTINGS: dict[str, Any] = {
+    "vrid_range": (1, 255),
+    "peering": None,  # a peering name: HA mode, one active replica
+    "priority": None,
+    "webhook": None,  # a kopf.WebhookServer, or None: no admission webhook
+    "debounce": 0.05,
+}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our status patches replace the whole status: kopf's own bookkeeping lives in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = f"{GROUP}/resign"
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    if SETTINGS["peering"]:
+        settings.peering.name = SETTINGS["peering"]
+        settings.peering.mandatory = True
+        # Equal priorities freeze every replica: each replica takes its own.
+        settings.peering.priority = SETTINGS["priority"] or _replica_priority()
+    else:
+        settings.peering.standalone = True
+    if SETTINGS["webhook"] is not None:
+        settings.admission.server = SETTINGS["webhook"]
+        settings.admission.managed = f"validate.{GROUP}"
+    store = Store(vrid_range=SETTINGS["vrid_range"])
+    memo.store = store
+    memo.controller = Controller(store, Kube(), debounce=SETTINGS["debounce"])
+    memo.task = asyncio.create_task(memo.controller.run(), name="vipkeeper-reconcile")
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _mirror(plural: str) -> Any:
+    async def on_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        obj = event["object"]
+        if event["type"] == "DELETED":
+            memo.store.forget(plural, obj)
+            memo.controller.forget_status(plural, parse.object_key(obj))
+        else:
+            memo.store.observe(plural, obj)
+        memo.controller.changed()
+
+    on_event.__name__ = f"mirror_{plural}"
+    return on_event
+
+
+for _resource, _plural in WATCHED:
+    kopf.on.event(*_resource)(_mirror(_plural))
+
+
+@kopf.timer(GROUP, VERSION, "nodeassignments", interval=10.0, idle=0)
+async def resync(memo: kopf.Memo, **_: Any) -> None:
+    """Time moves conditions on (a split brain counts from its start): a pass every 10 s while
+    this replica is the active one (kopf pauses timers of a frozen replica)."""
+    memo.controller.changed()
+
+
+@kopf.on.delete(GROUP, VERSION, "virtualips")
+async def resign(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Hold the finalizer until no node carries the VIP any more."""
+    memo.controller.changed()
+    pending = resign_pending(memo.store.snapshot(), memo.store.assignments, f"{namespace}/{name}")
+    if pending:
+        raise kopf.TemporaryError(f"waiting for nodes to resign: {', '.join(pending)}", delay=1)
+
+
+@kopf.on.validate(GROUP, VERSION, "virtualips")
+def admit_virtual_ip(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    parsed = parse.virtual_ip(body)
+    problems = (
+        [parsed.message]
+        if isinstance(parsed, parse.Rejected)
+        else check_virtual_ip(memo.store.snapshot(), parsed)
+    )
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+@kopf.on.validate(GROUP, VERSION, "virtualservers")
+def admit_virtual_server(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    parsed = parse.virtual_server(body)
+    problems = (
+        [parsed.message]
+        if isinstance(parsed, parse.Rejected)
+        else check_virtual_server(memo.store.snapshot(), parsed)
+    )
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+def _replica_priority() -> int:
+    """A priority of this pod's own (a hash of its name), so that exactly one replica acts."""
+    name = os.environ.get("POD_NAME") or os.uname().nodename
+    return 100 + zlib.crc32(name.encode()) % 100_000
