@@ -1,0 +1,1 @@
+"""Test support shared by several tiers (operator, system): the Kubernetes API emulator."""
