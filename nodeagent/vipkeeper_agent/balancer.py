@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from vipkeeper_agent.checks.hysteresis import CheckState
@@ -93,6 +93,9 @@ class Balancer:
         self._unavailable: str | None = None
         self._errors: list[str] = []
         self._last = _Last()
+        #: The desired table the kernel was last brought to (None: unknown, read everything): a
+        #: triggered sync reads and fixes only the services whose desired state differs from it.
+        self._applied: Table | None = None
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
@@ -137,11 +140,14 @@ class Balancer:
 
     async def _work(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            full = False
+            try:
                 await asyncio.wait_for(self._wake.wait(), self._resync_interval)
+            except TimeoutError:
+                full = True  # the periodic drift repair reads everything we own
             self._wake.clear()
             try:
-                await self.sync()
+                await self.sync(full=full)
             except (IpvsError, OSError) as exc:
                 self._error(f"sync failed: {exc}")
             except Exception:  # a bug: log it, keep the worker (and the agent) alive
@@ -160,40 +166,69 @@ class Balancer:
             self._kernel, self._unavailable = kernel, None
         return self._kernel
 
-    async def sync(self) -> None:
-        """One sync now (the worker calls this; so do tests)."""
+    async def sync(self, *, full: bool = True) -> None:
+        """One sync now (the worker calls this; so do tests).
+
+        ``full``: read every service we own from the kernel and repair any drift. Otherwise
+        (a check result, a transition) only the services whose desired state differs from what
+        the last sync left are read and fixed: one weight change on a 10,000-destination table
+        costs one service's read, not the whole table's."""
         virtual_servers = self._virtual_servers
         owned = plan.owned_keys(virtual_servers) | self._left_behind
         if not owned:
             return
         kernel = self._open()
         if kernel is None:
+            self._applied = None
             return
         view = self._view()
         assessments = plan.assess(virtual_servers, view.health, self._quorum)
         self._quorum_changes(assessments)
         self._quorum = {name: a.quorum_up for name, a in assessments.items()}
         want = plan.desired(virtual_servers, view.health, view.active, self._quorum)
-        current, stats = await asyncio.to_thread(kernel.snapshot, owned)
-        ops = plan.diff(current, want, owned)
+        scope = owned
+        if not full and self._applied is not None:
+            applied = self._applied
+            scope = {k for k in owned if want.get(k) != applied.get(k)}
+            if not scope:
+                self._last = replace(
+                    self._last, assessments=assessments, syncs=self._last.syncs + 1
+                )
+                return
+        previously, self._applied = self._applied, None  # until this sync's outcome is known
+        current, stats = await asyncio.to_thread(kernel.snapshot, scope)
+        ops = plan.diff(current, {k: v for k, v in want.items() if k in scope}, scope)
+        succeeded = True
         if ops:
             results = await asyncio.to_thread(kernel.apply, ops)
             for result in results:
                 self._report(result)
             self._last.changes += sum(1 for r in results if r.ok)
-            if all(r.ok for r in results):
+            succeeded = all(r.ok for r in results)
+            if succeeded:
                 current = plan.simulate(current, ops)
             else:  # the kernel knows best what a partial failure left behind
-                current, stats = await asyncio.to_thread(kernel.snapshot, owned)
+                current, stats = await asyncio.to_thread(kernel.snapshot, scope)
         # What is gone from the kernel need not be remembered any more.
-        self._left_behind = {key for key in self._left_behind if key in current}
+        self._left_behind = {k for k in self._left_behind if k in current or k not in scope}
+        table = {k: v for k, v in self._last.table.items() if k in owned and k not in scope}
+        table.update((k, v) for k, v in current.items() if k in scope)
+        kept_stats = {k: v for k, v in self._last.stats.items() if k in table and k not in scope}
+        kept_stats.update((k, v) for k, v in stats.items() if k in scope)
         self._last = _Last(
-            table={k: v for k, v in current.items() if k in owned},
-            stats=stats,
+            table=table,
+            stats=kept_stats,
             assessments=assessments,
             syncs=self._last.syncs + 1,
             changes=self._last.changes,
         )
+        if succeeded and (scope == owned or previously is not None):
+            applied = {} if previously is None or scope == owned else dict(previously)
+            for key in scope:
+                applied.pop(key, None)
+                if key in want:
+                    applied[key] = want[key]
+            self._applied = applied
 
     def _report(self, result: plan.OpResult) -> None:
         if result.ok:

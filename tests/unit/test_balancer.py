@@ -42,6 +42,8 @@ class FakeKernel:
         self.table: dict[ServiceKey, VirtualService] = make_table((foreign, [dest]))
         self.applied: list[plan.Op] = []
         self.fail: set[str] = set()
+        #: The services each snapshot was asked for (None: all).
+        self.reads: list[frozenset[ServiceKey] | None] = []
 
     def open(self) -> None:
         if not self.available:
@@ -50,6 +52,7 @@ class FakeKernel:
     def snapshot(
         self, keys: Collection[ServiceKey] | None = None
     ) -> tuple[dict[ServiceKey, VirtualService], dict[ServiceKey, ServiceStats]]:
+        self.reads.append(None if keys is None else frozenset(keys))
         return {k: v for k, v in self.table.items() if keys is None or k in keys}, {}
 
     def apply(self, ops: Sequence[plan.Op]) -> list[plan.OpResult]:
@@ -111,9 +114,9 @@ class Rig:
             facts=lambda: FACTS,
         )
 
-    def sync(self) -> list[plan.Op]:
+    def sync(self, *, full: bool = True) -> list[plan.Op]:
         before = len(self.kernel.applied)
-        asyncio.run(self.balancer.sync())
+        asyncio.run(self.balancer.sync(full=full))
         return self.kernel.applied[before:]
 
     def dests(self, key: ServiceKey = WEB_KEY) -> dict[str, int]:
@@ -232,3 +235,40 @@ def test_stop_releases_owned_services_unless_told_not_to(release: bool) -> None:
     asyncio.run(run())
     assert (WEB_KEY in rig.kernel.table) is not release
     assert FOREIGN in rig.kernel.table
+
+
+API_KEY = ServiceKey.of(Protocol.TCP, "192.0.2.10", 8080)
+
+
+def test_a_triggered_sync_reads_and_fixes_only_what_changed() -> None:
+    rig = Rig()
+    rig.view = View(health={}, active={"web", "api"})
+    rig.balancer.configure([web(), web(name="api", port=8080)])
+    rig.sync()
+    assert rig.kernel.reads[-1] == {WEB_KEY, API_KEY}
+    # Nothing changed: a triggered sync does not even read the kernel.
+    reads = len(rig.kernel.reads)
+    assert rig.sync(full=False) == [] and len(rig.kernel.reads) == reads
+    # One real server of web fails: only web is read and changed.
+    rig.view = View(health={RS1: False}, active={"web", "api"})
+    ops = rig.sync(full=False)
+    assert [op.key for op in ops] == [WEB_KEY] and rig.kernel.reads[-1] == {WEB_KEY}
+    assert rig.dests() == {"10.0.0.2": 1} and len(rig.dests(API_KEY)) == 2
+    # Drift behind our back is not seen by triggered syncs, and is repaired by the full one.
+    del rig.kernel.table[API_KEY]
+    assert rig.sync(full=False) == []
+    assert [type(op).__name__ for op in rig.sync()] == ["AddService", "AddDest", "AddDest"]
+
+
+def test_after_a_refused_operation_the_next_triggered_sync_reads_everything() -> None:
+    rig = Rig()
+    rig.view = View(health={}, active={"web", "api"})
+    rig.balancer.configure([web(), web(name="api", port=8080)])
+    add = plan.AddDest(WEB_KEY, Destination(ipaddress_of("10.0.0.2"), 80, 1, ForwardingMethod.NAT))
+    rig.kernel.fail.add(add.describe())
+    rig.sync()
+    assert rig.dests() == {"10.0.0.1": 1}
+    rig.kernel.fail.clear()
+    rig.sync(full=False)
+    assert rig.kernel.reads[-1] == {WEB_KEY, API_KEY}
+    assert rig.dests() == {"10.0.0.1": 1, "10.0.0.2": 1}
