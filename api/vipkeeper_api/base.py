@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from decimal import Decimal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -45,3 +47,8 @@ def dns_label(cls: object, value: str) -> str:
             "(at most 63 characters, starting and ending with a letter or digit)"
         )
     return value
+
+
+#: An advert interval in seconds: exact (centiseconds on the wire) in Python, a JSON *number* in
+#: documents (the CRDs type it `number`; pydantic would otherwise write Decimal as a string).
+Seconds = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]

@@ -10,12 +10,11 @@ import ipaddress
 import re
 from decimal import Decimal
 from enum import StrEnum
-from functools import cached_property
 from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from vipkeeper_api.base import IPAddress, IPInterface, dns_label, parse_address
+from vipkeeper_api.base import IPAddress, IPInterface, Seconds, dns_label, parse_address
 from vipkeeper_api.base import Model as _Model
 from vipkeeper_api.checks import MAX_WEIGHT, SCRIPT_NAME_RE, Check, ExecCheck
 from vipkeeper_api.ipvs import Placement, VirtualServer
@@ -170,7 +169,7 @@ class VrrpInstance(_Model):
     version: Literal[2, 3] = 3
     priority: int = Field(default=100, ge=1, le=255)
     address_owner: bool = False
-    advert_interval: Decimal = Decimal("1")
+    advert_interval: Seconds = Decimal("1")
     preempt: bool = True
     preempt_delay: float = Field(default=0.0, ge=0.0, le=3600.0)
     addresses: tuple[IPInterface, ...] = Field(min_length=1, max_length=64)

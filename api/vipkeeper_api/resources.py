@@ -16,7 +16,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from vipkeeper_api.base import IPAddress, IPInterface, Model, dns_label, parse_address
+from vipkeeper_api.base import IPAddress, IPInterface, Model, Seconds, dns_label, parse_address
 from vipkeeper_api.checks import Check
 from vipkeeper_api.ipvs import (
     Forwarding,
@@ -68,7 +68,7 @@ class Vrrp(Model):
     """How the nodes that carry the VIP talk VRRP."""
 
     version: Literal[2, 3] = 3
-    advert_interval: Decimal = Decimal("1")
+    advert_interval: Seconds = Decimal("1")
     preempt: bool = True
     preempt_delay: float = Field(default=0.0, ge=0.0, le=3600.0)
     mode: Mode = Mode.MULTICAST

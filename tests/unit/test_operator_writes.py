@@ -37,7 +37,7 @@ def test_document_is_json_camel_case_without_defaults() -> None:
                 "name": "web-vip",
                 "vrid": 7,
                 "priority": 150,
-                "advertInterval": "0.1",
+                "advertInterval": 0.1,  # a JSON number: the CRD types it so
                 "addresses": ["192.0.2.10/24"],
             }
         ]
