@@ -57,6 +57,10 @@ class View:
     health: Mapping[str, bool]
     #: Names of the virtual servers this node carries now (placement).
     active: Collection[str]
+    #: Virtual servers whose carrier has not decided yet whether it is MASTER (just started,
+    #: no master heard): their services are left as the kernel has them, so that an agent
+    #: restarted with ``--dont-release-ipvs`` on the holder does not delete and re-add them.
+    undecided: Collection[str] = ()
 
 
 @dataclass
@@ -182,6 +186,7 @@ class Balancer:
             self._applied = None
             return
         view = self._view()
+        owned -= {plan.service_key(vs) for vs in virtual_servers if vs.name in view.undecided}
         assessments = plan.assess(virtual_servers, view.health, self._quorum)
         self._quorum_changes(assessments)
         self._quorum = {name: a.quorum_up for name, a in assessments.items()}

@@ -46,6 +46,7 @@ from vipkeeper_agent.vrrp import fsm, sync
 from vipkeeper_agent.vrrp.packet import Advertisement, DecodeError, DropReason, decode, encode
 from vipkeeper_agent.vrrp.receive import check
 from vipkeeper_api import Check, ConfigError, NodeAssignmentSpec, VrrpInstance, load_spec
+from vipkeeper_api.ipvs import Placement
 
 log = logging.getLogger("vipkeeper.agent")
 
@@ -315,7 +316,16 @@ class Agent:
         health = {c.name: not c.init_fail for c in self._rs_checks}
         health.update(self._check_health)
         masters = {n for n, r in self.runners.items() if r.router.state == fsm.State.MASTER}
-        return View(health, active_here(self.spec.virtual_servers, self._carrier, masters))
+        undecided = {n for n, r in self.runners.items() if _undecided(r.router)}
+        return View(
+            health,
+            active_here(self.spec.virtual_servers, self._carrier, masters),
+            {
+                vs.name
+                for vs in self.spec.virtual_servers
+                if vs.placement == Placement.HOLDER and self._carrier.get(vs.name) in undecided
+            },
+        )
 
     def _maintenance_file_present(self) -> bool:
         path = self.options.maintenance_file
@@ -583,6 +593,19 @@ class Agent:
 
 def _real_server_checks(spec: NodeAssignmentSpec) -> tuple[Check, ...]:
     return tuple(c for vs in spec.virtual_servers for _, c in vs.real_server_checks())
+
+
+def _undecided(router: fsm.Router) -> bool:
+    """Started (or back from FAULT) and still waiting to learn whether it is MASTER: no master
+    heard yet and Master_Down still running."""
+    if router.state == fsm.State.INIT:
+        return True
+    return (
+        router.state == fsm.State.BACKUP
+        and router.master_address is None
+        and router.master_down_deadline is not None
+        and not router.maintenance
+    )
 
 
 def _carriers(spec: NodeAssignmentSpec) -> dict[str, str | None]:

@@ -272,3 +272,22 @@ def test_after_a_refused_operation_the_next_triggered_sync_reads_everything() ->
     rig.sync(full=False)
     assert rig.kernel.reads[-1] == {WEB_KEY, API_KEY}
     assert rig.dests() == {"10.0.0.1": 1, "10.0.0.2": 1}
+
+
+def test_services_of_an_undecided_carrier_are_left_as_the_kernel_has_them() -> None:
+    # A restart with --dont-release-ipvs on the holder: the kernel has the service; the new
+    # agent's instance is BACKUP until it knows whether it is MASTER.
+    rig = Rig()
+    rig.balancer.configure([web(placement="holder")])
+    rig.sync()
+    assert rig.dests() == {"10.0.0.1": 1, "10.0.0.2": 1}
+    again = Rig(rig.kernel)
+    again.balancer.configure([web(placement="holder")])
+    again.view = View(health={}, active=set(), undecided={"web"})
+    assert again.sync() == [] and again.sync(full=False) == []
+    # It became MASTER: nothing to change at all.
+    again.view = View(health={}, active={"web"})
+    assert again.sync(full=False) == [] and again.sync() == []
+    # Had it stayed BACKUP, the service would go.
+    again.view = View(health={}, active=set())
+    assert [type(op).__name__ for op in again.sync(full=False)] == ["DeleteService"]

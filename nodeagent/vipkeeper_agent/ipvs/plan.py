@@ -55,6 +55,33 @@ def real_server_check_name(vs: VirtualServer, rs: RealServer) -> str:
     return f"{vs.name}/{hostport(rs.address, vs.real_port(rs))}"
 
 
+#: id(virtual server) -> (it, its real servers' check names); see :func:`_check_names`.
+_NAMES: dict[int, tuple[VirtualServer, tuple[str, ...]]] = {}
+#: id(virtual server) -> (it, up, health of its real servers, destinations_of's result).
+_DESTINATIONS: dict[int, tuple[VirtualServer, bool, tuple[bool, ...], dict[DestKey, Destination]]]
+_DESTINATIONS = {}
+_MEMO_LIMIT = 4096
+
+
+def _check_names(vs: VirtualServer) -> tuple[str, ...]:
+    """The check names of ``vs``'s real servers, worked out once per virtual server (models are
+    frozen): every sync looks up 10,000 of them on a large director."""
+    hit = _NAMES.get(id(vs))
+    if hit is not None and hit[0] is vs:
+        return hit[1]
+    names = tuple(real_server_check_name(vs, rs) for rs in vs.real_servers)
+    if len(_NAMES) >= _MEMO_LIMIT:
+        _NAMES.clear()
+    _NAMES[id(vs)] = (vs, names)
+    return names
+
+
+def _health(vs: VirtualServer, health: Mapping[str, bool]) -> tuple[bool, ...]:
+    if vs.check is None:
+        return (True,) * len(vs.real_servers)
+    return tuple(health.get(name, DEFAULT_HEALTHY) for name in _check_names(vs))
+
+
 def is_healthy(vs: VirtualServer, rs: RealServer, health: Mapping[str, bool]) -> bool:
     if vs.check is None:
         return True
@@ -62,7 +89,7 @@ def is_healthy(vs: VirtualServer, rs: RealServer, health: Mapping[str, bool]) ->
 
 
 def healthy_weight(vs: VirtualServer, health: Mapping[str, bool]) -> int:
-    return sum(rs.weight for rs in vs.real_servers if is_healthy(vs, rs, health))
+    return sum(rs.weight for rs, ok in zip(vs.real_servers, _health(vs, health), strict=True) if ok)
 
 
 def quorum_up(previous_up: bool | None, healthy_weight: int, quorum: Quorum | None) -> bool:
@@ -100,11 +127,12 @@ def assess(
     previous = previous or {}
     out = {}
     for vs in vs_list:
-        weight = healthy_weight(vs, health)
+        states = _health(vs, health)
+        weight = sum(rs.weight for rs, ok in zip(vs.real_servers, states, strict=True) if ok)
         up = quorum_up(previous.get(vs.name), weight, vs.quorum)
         out[vs.name] = Assessment(
             name=vs.name,
-            healthy=sum(1 for rs in vs.real_servers if is_healthy(vs, rs, health)),
+            healthy=sum(states),
             total=len(vs.real_servers),
             healthy_weight=weight,
             quorum_up=up,
@@ -161,10 +189,26 @@ def service_of(vs: VirtualServer) -> Service:
 def destinations_of(
     vs: VirtualServer, health: Mapping[str, bool], up: bool
 ) -> dict[DestKey, Destination]:
+    """The destinations ``vs`` wants. The same inputs give the same (shared, not to be
+    modified) dict: a sync after one check result rebuilds one service's, not 10,000."""
+    states = _health(vs, health)
+    hit = _DESTINATIONS.get(id(vs))
+    if hit is not None and hit[0] is vs and hit[1] == up and hit[2] == states:
+        return hit[3]
+    out = _destinations(vs, states, up)
+    if len(_DESTINATIONS) >= _MEMO_LIMIT:
+        _DESTINATIONS.clear()
+    _DESTINATIONS[id(vs)] = (vs, up, states, out)
+    return out
+
+
+def _destinations(
+    vs: VirtualServer, states: tuple[bool, ...], up: bool
+) -> dict[DestKey, Destination]:
     method = ForwardingMethod(vs.forwarding.value)
     sorry = vs.sorry_server
     out: dict[DestKey, Destination] = {}
-    for rs in vs.real_servers:
+    for rs, healthy in zip(vs.real_servers, states, strict=True):
         dest = Destination(
             address=rs.address,
             port=vs.real_port(rs),
@@ -173,7 +217,7 @@ def destinations_of(
             upper_threshold=rs.upper_threshold,
             lower_threshold=rs.lower_threshold,
         )
-        if is_healthy(vs, rs, health):
+        if healthy:
             if up or sorry is None:
                 out[dest.key] = dest
         elif vs.inhibit_on_failure:
