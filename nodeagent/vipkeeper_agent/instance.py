@@ -10,7 +10,7 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,6 +23,8 @@ from vipkeeper_api.models import VrrpInstance
 
 log = logging.getLogger("vipkeeper.instance")
 
+#: How many transitions a runner keeps for status and metrics (the takeover histogram).
+TRANSITION_LOG = 32
 #: How early the master-down timer wakes the loop, to be on time despite epoll's rounding.
 TAKEOVER_WAKE_EARLY = 0.0015
 
@@ -90,9 +92,24 @@ class Counters:
     send_errors: int = 0
     address_errors: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    #: By the state entered: counts flaps that happen between two looks at the state.
+    transitions: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: DropReason | str) -> None:
         self.dropped[str(reason)] += 1
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionRecord:
+    """A transition whose actions are done (for MASTER: the VIPs are in place)."""
+
+    #: 1, 2, ... per runner: lets a reader (the metrics) take each transition once.
+    seq: int
+    transition: fsm.Transition
+    #: BACKUP -> MASTER after hearing a master in that BACKUP spell: seconds from the last
+    #: advert heard to the VIPs in place, the outage as this node saw it. None otherwise (e.g.
+    #: at startup with no master seen).
+    takeover: float | None
 
 
 class InstanceRunner:
@@ -115,6 +132,12 @@ class InstanceRunner:
         self.loop = loop
         self.expect = expectation(spec)
         self.counters = Counters()
+        self.transition_log: deque[TransitionRecord] = deque(maxlen=TRANSITION_LOG)
+        self._transition_seq = 0
+        #: Loop time of the last advert that held this backup back, for the takeover duration.
+        self._last_advert_at: float | None = None
+        #: Transitions whose Notify has not run yet: (transition, seq, advert heard or None).
+        self._unlogged: deque[tuple[fsm.Transition, int, float | None]] = deque()
         self.router = fsm.new_router(router_config(spec, primary), loop.time())
         #: The latest verdict of checks and tracked links (see tracking.assess).
         self.assessment = Assessment(spec.priority)
@@ -187,12 +210,43 @@ class InstanceRunner:
         self._rearm()
         transition = self.router.last_transition
         if transition is not before and transition is not None:
+            self._count(transition, before)
             # After this runner's own state is settled: a sync group sibling may call back in.
             self.effects.state_changed(self, transition)
 
+    def _count(self, transition: fsm.Transition, before: fsm.Transition | None) -> None:
+        self.counters.transitions[str(transition.to_state)] += 1
+        self._transition_seq += 1
+        heard = self._last_advert_at
+        # An advert from before this BACKUP spell (say, before an hour in FAULT) dates no outage.
+        if not (
+            transition.from_state == fsm.State.BACKUP
+            and transition.to_state == fsm.State.MASTER
+            and heard is not None
+            and (before is None or heard >= before.at)
+        ):
+            heard = None
+        self._unlogged.append((transition, self._transition_seq, heard))
+
+    def _log(self, transition: fsm.Transition) -> None:
+        """At the transition's Notify, i.e. once the VIPs were added or removed."""
+        while self._unlogged:
+            pending, seq, heard = self._unlogged.popleft()
+            # Older entries are transitions whose actions failed before their Notify.
+            if pending is transition:
+                takeover = None if heard is None else self.loop.time() - heard
+                self.transition_log.append(TransitionRecord(seq, transition, takeover))
+                return
+
     def on_advertisement(self, advert: Advertisement, source: IPAddress) -> None:
         self.counters.adverts_received += 1
-        self.handle(fsm.AdvertReceived(source, advert.priority, advert.interval_cs))
+        now = self.loop.time()
+        deadline = self.router.master_down_deadline
+        self.handle(fsm.AdvertReceived(source, advert.priority, advert.interval_cs), now)
+        # Master_Down re-armed: a master we defer to (or one resigning) spoke, so a takeover
+        # after this is an outage. A lower master we are about to preempt does not count.
+        if self.router.state == fsm.State.BACKUP and self.router.master_down_deadline != deadline:
+            self._last_advert_at = now
 
     # --- timer --------------------------------------------------------------------------------
 
@@ -278,4 +332,5 @@ class InstanceRunner:
                 case fsm.StopAnnounce():
                     self.effects.stop_announce(self)
                 case fsm.Notify(transition=transition):
+                    self._log(transition)
                     self.effects.transitioned(self, transition)

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,7 @@ from vipkeeper_agent.io.announcer import Announcer
 from vipkeeper_agent.io.netlink import AddressManager, LinkWatcher
 from vipkeeper_agent.io.transport import ReceivedDatagram, VrrpSocket
 from vipkeeper_agent.ipvs.plan import active_here
+from vipkeeper_agent.metrics import MetricsServer, serve
 from vipkeeper_agent.notify import Notifier
 from vipkeeper_agent.reload import plan_reload
 from vipkeeper_agent.scripts import ScriptPolicy, verify
@@ -70,6 +71,8 @@ class AgentOptions:
     #: Remove the IPVS services we own on stop (keepalived's default; its --dont-release-ipvs
     #: keeps them, and so does False here, so that a restart changes nothing).
     release_ipvs: bool = True
+    #: Serve /metrics, /healthz and /readyz here (docs/metrics.md); None: off.
+    metrics_address: tuple[str, int] | None = None
 
 
 class Agent:
@@ -88,6 +91,9 @@ class Agent:
         self._links: LinkWatcher | None = None
         self._announcer: Announcer | None = None
         self._status: StatusServer | None = None
+        self._metrics: MetricsServer | None = None
+        #: What /readyz answers; Kubernetes mode adds "the NodeAssignment is applied".
+        self.ready: Callable[[], bool] = lambda: self.started
         self._stopping = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._config_stamp = _stamp(options.config_path)
@@ -119,6 +125,9 @@ class Agent:
             self._links = await LinkWatcher.open(self._on_link)
             self._status = StatusServer(self.options.status_socket, self.status)
             await self._status.start()
+            if self.options.metrics_address is not None:
+                host, port = self.options.metrics_address
+                self._metrics = await serve(host, port, self.status, self.ready)
             await self._refresh_interfaces()
             self._notifier = Notifier(self.options.scripts, timeout=self.options.notify_timeout)
             self._maintenance_file_on = self._maintenance_file_present()
@@ -145,6 +154,11 @@ class Agent:
             poller.cancel()
         finally:
             await self._shutdown()
+
+    @property
+    def started(self) -> bool:
+        """Its instances are running (run() has set everything up)."""
+        return self._loaded_at > 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -190,6 +204,8 @@ class Agent:
             self._announcer.close()
         if self._links is not None:
             await self._links.close()
+        if self._metrics is not None:
+            await self._metrics.close()
         if self._status is not None:
             await self._status.close()
         if self._addresses is not None:

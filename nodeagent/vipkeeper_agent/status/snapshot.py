@@ -16,7 +16,7 @@ def instance_status(runner: InstanceRunner) -> dict[str, Any]:
     router = runner.router
     last = router.last_transition
     counters = runner.counters
-    return {
+    doc = {
         "name": runner.name,
         "vrid": runner.spec.vrid,
         "version": runner.spec.version,
@@ -50,6 +50,33 @@ def instance_status(runner: InstanceRunner) -> dict[str, Any]:
             "dropped": dict(sorted(counters.dropped.items())),
         },
     }
+    _add_transition_history(doc, runner)
+    return doc
+
+
+def _add_transition_history(doc: dict[str, Any], runner: InstanceRunner) -> None:
+    """``counters.transitions`` and ``recentTransitions``, for metrics (docs/metrics.md).
+
+    Only once the runner records them (``Counters.transitions``, ``transition_log``): the last
+    transition alone cannot count flaps that happen between two scrapes. Read with getattr so
+    that this module does not have to change again when the runner gains them.
+    """
+    transitions = getattr(runner.counters, "transitions", None)
+    if transitions is not None:
+        doc["counters"]["transitions"] = dict(sorted(transitions.items()))
+    records = getattr(runner, "transition_log", None)
+    if records is not None:
+        doc["recentTransitions"] = [
+            {
+                "seq": record.seq,
+                "from": str(record.transition.from_state),
+                "to": str(record.transition.to_state),
+                "reason": record.transition.reason,
+                "at": runner.wall(record.transition.at),
+                "takeoverSeconds": record.takeover,
+            }
+            for record in records
+        ]
 
 
 def check_status(state: CheckState, wall_offset: float) -> dict[str, Any]:
