@@ -6,18 +6,27 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vipkeeper_agent.scripts import ScriptPolicy, verify
 from vipkeeper_api import ConfigError, NodeAssignmentSpec, load_spec
 from vipkeeper_api.analysis import check_load_warnings, weight_gap_warnings
 
+if TYPE_CHECKING:
+    from vipkeeper_agent.supervisor import AgentOptions
+
 DEFAULT_STATUS_SOCKET = Path("/run/vipkeeper/agent.sock")
 DEFAULT_SCRIPT_DIR = Path("/etc/vipkeeper/scripts")
 DEFAULT_MAINTENANCE_FILE = Path("/etc/vipkeeper/down")
 DEFAULT_SCRIPT_USER = "nobody"
+DEFAULT_CACHE_DIR = Path("/var/lib/vipkeeper")
+DEFAULT_METRICS_PORT = 9650
+CACHE_FILE = "assignment.yaml"
 
 
 class _KeyValueFormatter(logging.Formatter):
@@ -43,10 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vipkeeper-agent",
         description="vipkeeper node agent: VRRP floating IPs and IPVS load balancing. Runs "
-        "standalone from a YAML file.",
+        "standalone from a YAML file, or (--kubernetes) from the node's NodeAssignment.",
     )
     parser.add_argument(
         "--config", type=Path, help="standalone configuration (NodeAssignment spec YAML)"
+    )
+    parser.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="run from this node's NodeAssignment (kept in --cache-dir, so that the agent starts "
+        "and runs while the API is away) and report status and Events to it",
+    )
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME"),
+        help="with --kubernetes: the node (and NodeAssignment) name (default $NODE_NAME)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE_DIR,
+        help=f"with --kubernetes: where the last good assignment is kept (default {DEFAULT_CACHE_DIR})",
     )
     parser.add_argument(
         "--status-socket",
@@ -86,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
         "option of the same name); a restart with the same configuration then changes nothing",
     )
     parser.add_argument(
+        "--metrics-address",
+        type=_metrics_address,
+        metavar="HOST:PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz here (:PORT for every address, "
+        f"[V6]:PORT; 'off'); default off standalone, :{DEFAULT_METRICS_PORT} with --kubernetes",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -114,6 +147,17 @@ def _parser() -> argparse.ArgumentParser:
         help="also check that every script the files name is in this directory and safe to run",
     )
     return parser
+
+
+def _metrics_address(text: str) -> tuple[str, int] | tuple[()]:
+    if text == "off":
+        return ()
+    from vipkeeper_agent.metrics import parse_address  # noqa: PLC0415
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _positive_seconds(text: str) -> float:
@@ -190,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "check-config":
         return _check_config(args.files, args.check_script_dir)
+    if args.kubernetes:
+        return _run_kubernetes(args)
     if args.config is None:
         print(
             "vipkeeper-agent: --config FILE is required to run (or use 'status')", file=sys.stderr
@@ -208,18 +254,79 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vipkeeper-agent: {args.config}: {problem}", file=sys.stderr)
         return 2
     # Imported late so that `status` and `check-config` stay fast and need no netlink.
-    from vipkeeper_agent.supervisor import AgentOptions, run_agent  # noqa: PLC0415
+    from vipkeeper_agent.supervisor import run_agent  # noqa: PLC0415
 
-    try:
-        options = AgentOptions(
-            args.config,
-            args.status_socket,
-            scripts=policy,
-            maintenance_file=args.maintenance_file,
-            notify_timeout=args.notify_timeout,
-            release_ipvs=not args.dont_release_ipvs,
+    return _start(lambda: run_agent(_options(args, args.config, policy), spec))
+
+
+def _options(args: argparse.Namespace, config: Path, policy: ScriptPolicy) -> AgentOptions:
+    from vipkeeper_agent.supervisor import AgentOptions  # noqa: PLC0415
+
+    return AgentOptions(
+        config,
+        args.status_socket,
+        scripts=policy,
+        maintenance_file=args.maintenance_file,
+        notify_timeout=args.notify_timeout,
+        release_ipvs=not args.dont_release_ipvs,
+        metrics_address=_metrics_option(args),
+    )
+
+
+def _metrics_option(args: argparse.Namespace) -> tuple[str, int] | None:
+    if args.metrics_address is None:  # not given
+        return ("", DEFAULT_METRICS_PORT) if args.kubernetes else None
+    return args.metrics_address or None
+
+
+def _run_kubernetes(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        print(
+            "vipkeeper-agent: --kubernetes runs from the NodeAssignment; drop --config",
+            file=sys.stderr,
         )
-        asyncio.run(run_agent(options, spec))
+        return 2
+    if not args.node_name:
+        print(
+            "vipkeeper-agent: --kubernetes needs --node-name or $NODE_NAME (in the DaemonSet: "
+            "the downward API's spec.nodeName)",
+            file=sys.stderr,
+        )
+        return 2
+    _setup_logging(args.log_level)
+    # Imported late: standalone mode must not need the kubernetes client.
+    from kubernetes import client, config  # noqa: PLC0415
+
+    from vipkeeper_agent.kube.agent import run_kubernetes  # noqa: PLC0415
+
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        try:
+            config.load_kube_config(client_configuration=configuration)
+        except (config.ConfigException, OSError) as exc:
+            print(
+                f"vipkeeper-agent: no Kubernetes API configured (not in a pod, no kubeconfig): {exc}",
+                file=sys.stderr,
+            )
+            return 2
+    # The source, reporter and Event sink retry with their own backoff; urllib3's three quick
+    # retries per request would only add a log line each while the API is away.
+    configuration.retries = 0
+    api = client.ApiClient(configuration)
+    policy = _script_policy(args.script_dir, args.script_user)
+    options = _options(args, args.cache_dir / CACHE_FILE, policy)
+
+    def accept(spec: NodeAssignmentSpec) -> list[str]:
+        return verify(policy, spec.scripts())
+
+    return _start(lambda: run_kubernetes(options, args.node_name, api, accept))
+
+
+def _start(run: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    try:
+        asyncio.run(run())
     except PermissionError as exc:
         print(
             f"vipkeeper-agent: cannot start: {exc}. The agent needs CAP_NET_RAW (VRRP raw "
