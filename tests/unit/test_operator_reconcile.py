@@ -4,7 +4,7 @@ input writes nothing, and when a deleted VirtualIP may let go of its finalizer."
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from test_planning_builders import node, vip, vs, world
@@ -25,6 +25,7 @@ def master_on(name: str, instance: str = "default-web") -> dict[str, NodeAssignm
         state = "MASTER" if n == name else "BACKUP"
         out[n] = NodeAssignmentStatus.model_validate(
             {
+                "updated": "2026-12-04T11:59:50Z",
                 "instances": [
                     {
                         "name": instance,
@@ -32,7 +33,7 @@ def master_on(name: str, instance: str = "default-web") -> dict[str, NodeAssignm
                         "priority": 100,
                         "since": "2026-12-04T11:00:00Z",
                     }
-                ]
+                ],
             }
         )
     return out
@@ -152,3 +153,12 @@ def test_spec_documents_written_are_what_the_agent_loads() -> None:
     for write in d.writes:
         assert isinstance(write, PutAssignment)
         assert write.spec == spec_document(d.plan.assignments[write.node])
+
+
+def test_a_report_older_than_the_heartbeat_bound_is_not_believed() -> None:
+    w = replace(world(NODES, [vip("web")]), reports=master_on("a"))
+    assignments, statuses = settle(w)
+    later = NOW + timedelta(minutes=5)  # no agent wrote for 5 minutes: they are cut off or dead
+    d = decide(w, assignments=assignments, rejected={}, statuses=statuses, now=later)
+    (status,) = (s.status for s in d.statuses)
+    assert status.get("holder") is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -33,6 +33,10 @@ from vipkeeper_operator.planning.writes import (
 from vipkeeper_operator.world import VirtualIP, VirtualServer, World
 
 M = TypeVar("M", bound=BaseModel)
+
+#: A node report older than this is not believed (agents write at least every 30 s, so a
+#: report this old is from an agent that is dead or cut off from the API).
+STALE_REPORT = timedelta(seconds=90)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,7 @@ def decide(
             advert_interval=vip.spec.vrrp.advert_interval,
             previous=previous if previous is not None else VirtualIPStatus(),
             now=now,
+            stale_after=STALE_REPORT,
         )
         holders[key] = status.holder
         _emit(out_statuses, events, statuses, "virtualips", vip, _document(status), records)
