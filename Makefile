@@ -17,7 +17,7 @@ PY_SOURCES := $(wildcard api nodeagent operator lab tests bench)
 help:
 	@echo "make run    - lab demo: 3 agents in network namespaces elect, serve, fail over (root)"
 	@echo "make test   - lint, types, import contracts, unit, netns and interop tests (root)"
-	@echo "make bench  - benchmarks: failover and checks vs keepalived, IPVS vs ipvsadm (root)"
+	@echo "make bench  - benchmarks: failover and checks vs keepalived, IPVS vs ipvsadm, operator at scale (root)"
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -65,6 +65,7 @@ bench: deps
 	$(PY) bench/failover.py
 	$(PY) bench/checks.py
 	$(PY) bench/ipvs.py
+	$(PY) bench/operator_bench.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

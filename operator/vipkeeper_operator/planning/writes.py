@@ -78,12 +78,24 @@ def assignment_writes(
     return puts + deletes
 
 
+#: id(stored document) -> (it, its canonical form): a pass compares every node's spec, and the
+#: stored documents only change when a NodeAssignment does.
+_CANONICAL: dict[int, tuple[Document, Document | None]] = {}
+
+
 def _canonical(document: Document | None) -> Document | None:
     """What the stored document means, in :func:`spec_document`'s form; None if it does not parse
     (then it is rewritten)."""
     if document is None:
         return None
+    hit = _CANONICAL.get(id(document))
+    if hit is not None and hit[0] is document:
+        return hit[1]
     try:
-        return spec_document(NodeAssignmentSpec.model_validate(document))
+        canonical: Document | None = spec_document(NodeAssignmentSpec.model_validate(document))
     except ValueError:
-        return None
+        canonical = None
+    if len(_CANONICAL) >= 4096:
+        _CANONICAL.clear()
+    _CANONICAL[id(document)] = (document, canonical)
+    return canonical
