@@ -5,10 +5,20 @@ they are checked, and what happens when they fail (keepalived's ``virtual_server
 from __future__ import annotations
 
 import ipaddress
+import typing
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from vipkeeper_api.base import IPAddress, Model, dns_label, parse_address
 from vipkeeper_api.checks import SCRIPT_NAME_RE, Check, ExecCheck
@@ -35,6 +45,7 @@ Scheduler = Literal[
 ]
 MAX_REAL_SERVERS = 10000
 _CHECK = TypeAdapter(Check)
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Protocol(StrEnum):
@@ -175,17 +186,9 @@ class VirtualServer(Model):
         their place: pydantic-core nests a ValidationError raised here under ``check`` (e.g.
         ``virtualServers[0].check.path``, or ``check.kind`` for an unknown kind), so they read
         like the errors of a top-level check."""
-        if value is None:
-            return None
-        if "name" in value:
-            raise ValueError(
-                "remove name; each real server's check is named after it "
-                "(<virtual server>/<address>:<port>)"
-            )
         address = info.data.get("address")
         family = address.version if address is not None else info.data.get("fwmark_family", 4)
-        _aimed_check(value, family, info.data.get("port"))
-        return value
+        return check_template(value, family, info.data.get("port"))
 
     @property
     def family(self) -> int:
@@ -216,21 +219,14 @@ class VirtualServer(Model):
             raise ValueError(
                 "a firewall-mark service has no address or port; remove them or remove fwmark"
             )
-        for flag in self.scheduler_flags:
-            if not flag.value.startswith(self.scheduler + "-"):
-                raise ValueError(
-                    f"schedulerFlags {flag.value} applies to scheduler "
-                    f"{flag.value.split('-')[0]}, not {self.scheduler}"
-                )
+        if wrong_flags := scheduler_flag_errors(self.scheduler, self.scheduler_flags):
+            raise ValueError(wrong_flags[0][1])
         family = self.family
         seen: set[tuple[object, int]] = set()
         for index, rs in enumerate(self.real_servers):
             where = f"realServers[{index}]"
-            if rs.address.version != family:
-                raise ValueError(
-                    f"{where}.address {rs.address} is IPv{rs.address.version}, "
-                    f"the service is IPv{family}"
-                )
+            if (wrong := family_error(rs.address, family)) is not None:
+                raise ValueError(f"{where}.address {wrong}")
             port = self.real_port(rs)
             if (rs.address, port) in seen:
                 raise ValueError(f"{where} repeats {rs.address} port {port}")
@@ -241,28 +237,13 @@ class VirtualServer(Model):
                     f"{self.forwarding.value} forwarding the packet keeps its destination port; "
                     "use nat to change ports"
                 )
-        if self.persistence is not None and self.persistence.prefix_length is not None:
-            bits = 32 if family == 4 else 128
-            if self.persistence.prefix_length > bits:
-                raise ValueError(
-                    f"persistence.prefixLength {self.persistence.prefix_length} exceeds {bits} "
-                    f"for an IPv{family} service"
-                )
-            if family == 6 and self.persistence.prefix_length == 0:
-                raise ValueError(
-                    "persistence.prefixLength 0 is not possible for an IPv6 service: the kernel "
-                    "takes 1-128 (EINVAL); use 1 to group as many clients as possible, or remove "
-                    "prefixLength to keep each client address on its own real server"
-                )
-        if self.sorry_server is not None and self.sorry_server.address.version != family:
-            raise ValueError(f"sorryServer must be IPv{family} like the service")
-        if self.quorum is not None:
-            total = sum(rs.weight for rs in self.real_servers)
-            if self.real_servers and self.quorum.min > total:
-                raise ValueError(
-                    f"quorum.min {self.quorum.min} exceeds the real servers' total weight "
-                    f"{total}, so the service could never be up; lower it or add weight"
-                )
+        for message in (
+            prefix_length_error(self.persistence, family),
+            sorry_server_error(self.sorry_server, family),
+            quorum_error(self.quorum, self.real_servers),
+        ):
+            if message is not None:
+                raise ValueError(message)
         if self.check is not None and self.check.get("kind") == "tcp" and "port" not in self.check:
             for index, rs in enumerate(self.real_servers):
                 if not self.real_port(rs):
@@ -306,6 +287,125 @@ class VirtualServer(Model):
                 if name is not None:
                     out.append((f"quorum.{hook}", name))
         return out
+
+
+# --- rules shared with the VirtualServer custom resource (resources.VirtualServerSpec), which
+# reports them at the field's own path; each returns the problem, or None.
+
+
+def check_template(
+    value: dict[str, Any] | None, family: int, port: int | None
+) -> dict[str, Any] | None:
+    """A check template (``check``) unchanged if it is a valid check once aimed at a real server
+    of ``family`` (any family will do where the service's is unknown: it only picks the address
+    placeholder); raises ValueError or a ValidationError located within the template."""
+    if value is None:
+        return None
+    if "name" in value:
+        raise ValueError(
+            "remove name; each real server's check is named after it "
+            "(<virtual server>/<address>:<port>)"
+        )
+    _aimed_check(value, family, port)
+    return value
+
+
+def scheduler_flag_errors(scheduler: str, flags: Sequence[SchedulerFlag]) -> list[tuple[int, str]]:
+    """The flags (index, problem) that belong to another scheduler."""
+    return [
+        (index, f"schedulerFlags {flag.value} applies to scheduler {flag.value.split('-')[0]}, "
+                f"not {scheduler}")
+        for index, flag in enumerate(flags)
+        if not flag.value.startswith(scheduler + "-")
+    ]  # fmt: skip
+
+
+def family_error(address: IPAddr, family: int) -> str | None:
+    """A real server's address of another family than the service's."""
+    if address.version == family:
+        return None
+    return f"{address} is IPv{address.version}, the service is IPv{family}"
+
+
+def prefix_length_error(persistence: Persistence | None, family: int) -> str | None:
+    if persistence is None or persistence.prefix_length is None:
+        return None
+    if persistence.prefix_length > (bits := 32 if family == 4 else 128):
+        return (
+            f"persistence.prefixLength {persistence.prefix_length} exceeds {bits} "
+            f"for an IPv{family} service"
+        )
+    if family == 6 and persistence.prefix_length == 0:
+        return (
+            "persistence.prefixLength 0 is not possible for an IPv6 service: the kernel "
+            "takes 1-128 (EINVAL); use 1 to group as many clients as possible, or remove "
+            "prefixLength to keep each client address on its own real server"
+        )
+    return None
+
+
+def sorry_server_error(sorry: SorryServer | None, family: int) -> str | None:
+    if sorry is not None and sorry.address.version != family:
+        return f"sorryServer must be IPv{family} like the service"
+    return None
+
+
+def quorum_error(quorum: Quorum | None, real_servers: Sequence[RealServer]) -> str | None:
+    """A quorum the real servers could never reach (none given: they come later, unknown)."""
+    total = sum(rs.weight for rs in real_servers)
+    if quorum is not None and real_servers and quorum.min > total:
+        return (
+            f"quorum.min {quorum.min} exceeds the real servers' total weight "
+            f"{total}, so the service could never be up; lower it or add weight"
+        )
+    return None
+
+
+class ServiceFields(typing.Protocol):
+    """What a virtual service's rules read: ipvs.VirtualServer's fields, and the custom resource's
+    (resources.VirtualServerSpec)."""
+
+    @property
+    def scheduler(self) -> str: ...
+    @property
+    def scheduler_flags(self) -> tuple[SchedulerFlag, ...]: ...
+    @property
+    def real_servers(self) -> tuple[RealServer, ...]: ...
+    @property
+    def persistence(self) -> Persistence | None: ...
+    @property
+    def sorry_server(self) -> SorryServer | None: ...
+    @property
+    def quorum(self) -> Quorum | None: ...
+
+
+def service_problems(vs: ServiceFields, family: int | None) -> ValidationError | None:
+    """Every rule above that ``vs`` breaks, each at its own field (``realServers[1].address``),
+    to raise from a model validator; with ``family`` None (unknown) only what holds for any."""
+    found: list[tuple[tuple[int | str, ...], object, str | None]] = [
+        (("schedulerFlags", index), vs.scheduler_flags[index].value, message)
+        for index, message in scheduler_flag_errors(vs.scheduler, vs.scheduler_flags)
+    ]
+    if vs.quorum is not None:
+        found.append((("quorum", "min"), vs.quorum.min, quorum_error(vs.quorum, vs.real_servers)))
+    if family is not None:
+        found += [
+            (("realServers", index, "address"), str(rs.address), family_error(rs.address, family))
+            for index, rs in enumerate(vs.real_servers)
+        ]
+        if vs.persistence is not None:
+            prefix = vs.persistence.prefix_length
+            message = prefix_length_error(vs.persistence, family)
+            found.append((("persistence", "prefixLength"), prefix, message))
+        if vs.sorry_server is not None:
+            address, message = vs.sorry_server.address, sorry_server_error(vs.sorry_server, family)
+            found.append((("sorryServer", "address"), str(address), message))
+    errors = [
+        InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": ValueError(text)})
+        for loc, value, text in found
+        if text is not None
+    ]
+    return ValidationError.from_exception_data(type(vs).__name__, errors) if errors else None
 
 
 #: Check kinds that connect to an address (defaulting to the real server's).

@@ -14,7 +14,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from vipkeeper_api.base import IPAddress, IPInterface, Model, Seconds, dns_label, parse_address
 from vipkeeper_api.checks import Check
@@ -28,6 +28,8 @@ from vipkeeper_api.ipvs import (
     Scheduler,
     SchedulerFlag,
     SorryServer,
+    check_template,
+    service_problems,
 )
 from vipkeeper_api.models import (
     IFNAME_RE,
@@ -237,6 +239,18 @@ class VirtualServerSpec(Model):
         lambda cls, v: None if v is None else parse_address(v)
     )
 
+    @field_validator("check")
+    @classmethod
+    def _check_template(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
+        # Errors nest under `check` (spec.check.kind), as for ipvs.VirtualServer's template. No
+        # address: any family will do, it only picks the placeholder for the real server's.
+        address = info.data.get("address")
+        return check_template(
+            value, 4 if address is None else address.version, info.data.get("port")
+        )
+
     @model_validator(mode="after")
     def _rules(self) -> Self:
         if self.service_ref is not None and self.real_servers:
@@ -245,6 +259,10 @@ class VirtualServerSpec(Model):
             raise ValueError("targetPort applies with serviceRef only")
         if isinstance(self.target_port, int) and not 1 <= self.target_port <= 65535:
             raise ValueError(f"targetPort {self.target_port} is not a port (1-65535)")
+        # No address: a service per family of the VirtualIP, so only what holds for any family.
+        family = None if self.address is None else self.address.version
+        if (problems := service_problems(self, family)) is not None:
+            raise problems
         return self
 
 
@@ -352,6 +370,9 @@ class NodeAssignmentStatus(Model):
     updated: str | None = None
     instances: tuple[InstanceReport, ...] = ()
     virtual_servers: tuple[VirtualServerReport, ...] = ()
+    #: What keeps the node from running its assignment as written (a refused spec, a reload
+    #: error, a missing kernel feature), each with its fix.
+    problems: tuple[str, ...] = Field(default=(), max_length=32)
 
 
 def instance_name(namespace: str, name: str, family: int) -> str:

@@ -1,29 +1,22 @@
 """The CRDs: generated from the models, structural, and in agreement with the models.
 
-No kube-apiserver runs here, so a small validator stands in for its schema validation (the subset of
-OpenAPI the CRDs use, unknown fields rejected as `kubectl --validate=strict` does) and celpy
-evaluates the CEL rules, with numbers typed as the apiserver types them.
+No kube-apiserver runs here: :mod:`k8s_schema` stands in for its schema validation and CEL.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import ipaddress
-import re
 from pathlib import Path
 from typing import Any
 
-import celpy
 import pytest
 import yaml
-from celpy.adapter import json_to_cel
-from celpy.evaluation import CELEvalError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from k8s_schema import JUNCTOR_FORBIDDEN, SCHEMAS, errors_of, nodes, program, validate
 from pydantic import BaseModel, ValidationError
 
-from vipkeeper_api import crd, load_spec
+from vipkeeper_api import crd, crd_rules, load_spec
 from vipkeeper_api.models import NodeAssignmentSpec
 from vipkeeper_api.resources import (
     API_VERSION,
@@ -36,9 +29,6 @@ from vipkeeper_api.resources import (
 from vipkeeper_operator.planning.writes import spec_document
 
 ROOT = Path(__file__).parents[2]
-SCHEMAS = {
-    k.kind: crd.crd(k)["spec"]["versions"][0]["schema"]["openAPIV3Schema"] for k in crd.KINDS
-}
 SPEC_MODELS: dict[str, type[BaseModel]] = {
     "VirtualIP": VirtualIPSpec,
     "VirtualServer": VirtualServerSpec,
@@ -49,119 +39,6 @@ EXAMPLES = sorted((ROOT / "examples" / "kubernetes").glob("*.yaml"))
 PRESERVE_UNKNOWN = {
     "NodeAssignment": {".status.instances[].lastTransition", ".status.instances[].checks"}
 }
-_ENV = celpy.Environment()
-
-
-# --- a stand-in for the apiserver's validation -------------------------------------------------
-@functools.cache
-def _program(rule: str) -> Any:
-    return _ENV.program(_ENV.compile(rule))
-
-
-def _format_ok(fmt: str, value: str) -> bool:
-    try:
-        if fmt == "ipv4":
-            ipaddress.IPv4Address(value)
-        elif fmt == "ipv6":
-            ipaddress.IPv6Address(value)
-        elif fmt == "cidr":
-            ipaddress.ip_network(value, strict=False)
-            return "/" in value
-        return True
-    except ValueError:
-        return False
-
-
-def validate(schema: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
-    """Appends what the apiserver would refuse; returns the value as CEL sees it."""
-    found = len(errors)
-    if schema.get("x-kubernetes-int-or-string"):
-        if not isinstance(value, int | str) or isinstance(value, bool):
-            errors.append(f"{path}: must be an integer or a string")
-        return value
-    kind = schema.get("type")
-    checks = {
-        "object": lambda v: isinstance(v, dict),
-        "array": lambda v: isinstance(v, list),
-        "string": lambda v: isinstance(v, str),
-        "boolean": lambda v: isinstance(v, bool),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    }
-    if kind is not None and not checks[kind](value):
-        errors.append(f"{path}: must be of type {kind}")
-        return value
-    if kind == "number":
-        value = float(value)
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: Unsupported value {value!r}")
-    if "minimum" in schema and value < schema["minimum"]:
-        errors.append(f"{path}: should be greater than or equal to {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        errors.append(f"{path}: should be less than or equal to {schema['maximum']}")
-    if kind == "string":
-        if len(value) > schema.get("maxLength", len(value)):
-            errors.append(f"{path}: Too long")
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{path}: Too short")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{path}: should match {schema['pattern']!r}")
-        formats = [schema["format"]] if "format" in schema else []
-        formats += [o["format"] for o in schema.get("anyOf", ())]
-        if formats and not any(_format_ok(f, value) for f in formats):
-            errors.append(f"{path}: must be of format {' or '.join(formats)}")
-    if kind == "array":
-        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
-            errors.append(f"{path}: wrong number of items")
-        value = [validate(schema["items"], v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
-        _list_type(schema, value, path, errors)
-    if kind == "object" and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        value = _object(schema, value, path, errors)
-    if len(errors) > found:  # the rules assume a well-typed value
-        return value
-    for rule in schema.get("x-kubernetes-validations", ()):
-        try:
-            ok = _program(rule["rule"]).evaluate({"self": json_to_cel(value)})
-        except CELEvalError as error:  # a runtime error refuses the object, as in k8s
-            ok = False
-            errors.append(f"{path}: {rule['rule']!r} failed: {error.args[0]}")
-        if not ok and "messageExpression" in rule:
-            message = _program(rule["messageExpression"]).evaluate({"self": json_to_cel(value)})
-            errors.append(f"{path}: Invalid value: {message}")
-        elif not ok:
-            errors.append(f"{path}: Invalid value: {rule['message']}")
-    return value
-
-
-def _object(schema: dict[str, Any], value: dict[str, Any], path: str, errors: list[str]) -> Any:
-    props = schema.get("properties")
-    if props is None and "additionalProperties" not in schema:  # metadata: the apiserver's own
-        return value
-    if props is None:
-        if len(value) > schema.get("maxProperties", len(value)):
-            errors.append(f"{path}: too many properties")
-        sub = schema["additionalProperties"]
-        return {k: validate(sub, v, f"{path}.{k}", errors) for k, v in value.items()}
-    props = props or {}
-    errors += [f'{path}: unknown field "{k}"' for k in value if k not in props]
-    errors += [f"{path}.{k}: Required value" for k in schema.get("required", ()) if k not in value]
-    return {k: validate(props[k], v, f"{path}.{k}", errors) for k, v in value.items() if k in props}
-
-
-def _list_type(schema: dict[str, Any], value: list[Any], path: str, errors: list[str]) -> None:
-    kind = schema.get("x-kubernetes-list-type")
-    keys = schema.get("x-kubernetes-list-map-keys", ())
-    items = [tuple(v.get(k) for k in keys) for v in value] if kind == "map" else value
-    if kind in ("set", "map") and len(set(map(repr, items))) != len(items):
-        errors.append(f"{path}: Duplicate value")
-
-
-def errors_of(kind: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> list[str]:
-    errors: list[str] = []
-    document = {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": "x"}, "spec": spec}
-    document |= {"status": status} if status is not None else {}
-    validate(SCHEMAS[kind], document, "", errors)
-    return errors
 
 
 # --- generated, structural ------------------------------------------------------------------
@@ -176,23 +53,10 @@ def test_committed_docs_are_what_the_generator_writes() -> None:
     assert committed == crd.docs(), "run: python -m vipkeeper_api.crd --docs docs/crds.md"
 
 
-def _nodes(schema: dict[str, Any], path: str = "") -> Any:
-    yield path, schema
-    for key, sub in schema.get("properties", {}).items():
-        yield from _nodes(sub, f"{path}.{key}")
-    if isinstance(schema.get("additionalProperties"), dict):
-        yield from _nodes(schema["additionalProperties"], f"{path}.*")
-    if "items" in schema:
-        yield from _nodes(schema["items"], f"{path}[]")
-
-
-_JUNCTOR_FORBIDDEN = {"type", "description", "default", "additionalProperties", "nullable"}
-
-
 @pytest.mark.parametrize("kind", sorted(SCHEMAS))
 def test_schema_is_structural(kind: str) -> None:
     preserved = set()
-    for path, node in _nodes(SCHEMAS[kind]):
+    for path, node in nodes(SCHEMAS[kind]):
         where = path or "<root>"
         assert not {"$ref", "$defs", "oneOf", "allOf", "not", "default", "nullable"} & set(node)
         if node.get("x-kubernetes-preserve-unknown-fields"):
@@ -205,15 +69,15 @@ def test_schema_is_structural(kind: str) -> None:
             assert free & set(node), f"{where}: an object without fields prunes everything"
         assert node.get("additionalProperties", {}) is not False, where
         for option in node.get("anyOf", ()):
-            assert not _JUNCTOR_FORBIDDEN & set(option), f"{where}: anyOf sets {option}"
+            assert not JUNCTOR_FORBIDDEN & set(option), f"{where}: anyOf sets {option}"
         if node.get("x-kubernetes-list-type") == "map":
             required = node["items"].get("required", ())
             assert set(node["x-kubernetes-list-map-keys"]) <= set(required), where
         if node.get("type") == "array":
             assert "maxItems" in node or path.startswith(".status"), f"{where}: unbounded list"
         for rule in node.get("x-kubernetes-validations", ()):
-            _program(rule["rule"])  # compiles
-            _program(rule.get("messageExpression", "''"))
+            program(rule["rule"])  # compiles
+            program(rule.get("messageExpression", "''"))
             assert rule["message"], where
     assert preserved == PRESERVE_UNKNOWN.get(kind, set())
 
@@ -314,6 +178,17 @@ CASES: list[tuple[str, tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]] 
     ("targetPort applies with serviceRef only", vs(serviceRef={"name": "s"}, targetPort="http"), vs(targetPort="http")),
     ("a number must be a port 1-65535", vs(serviceRef={"name": "s"}, targetPort=8080), vs(serviceRef={"name": "s"}, targetPort=70000)),
     ("lowerThreshold must not exceed", vs(realServers=[{"address": "10.0.0.1", "upperThreshold": 9, "lowerThreshold": 9}]), vs(realServers=[{"address": "10.0.0.1", "lowerThreshold": 9}])),
+    ("schedulerFlags: sh-* flags", vs(scheduler="sh", schedulerFlags=["sh-port"]), vs(schedulerFlags=["sh-port"])),
+    ("realServers must be of the family of address", vs(address="192.0.2.10", realServers=[{"address": "10.0.0.1"}]), vs(address="192.0.2.10", realServers=[{"address": "2001:db8::1"}])),
+    ("realServers must be of the family of address", vs(realServers=[{"address": "10.0.0.1"}, {"address": "2001:db8::1"}]), vs(address="2001:db8::10", realServers=[{"address": "10.0.0.1"}])),
+    ("persistence.prefixLength is 0-32", vs(address="2001:db8::10", persistence={"prefixLength": 64}), vs(address="2001:db8::10", persistence={"prefixLength": 0})),
+    ("persistence.prefixLength is 0-32", vs(persistence={"prefixLength": 0}), vs(address="192.0.2.10", persistence={"prefixLength": 33})),
+    ("sorryServer must be of the service's address family", vs(sorryServer={"address": "2001:db8::9"}), vs(address="192.0.2.10", sorryServer={"address": "2001:db8::9"})),
+    ("script applies to kind exec only", vs(check={"kind": "tcp"}), vs(check={"kind": "tcp", "script": "probe"})),
+    ("script is required with kind exec", vs(check={"kind": "exec", "script": "probe"}), vs(check={"kind": "exec"})),
+    ('unknown field "name"', vs(check={"kind": "http", "path": "/ok"}), vs(check={"kind": "http", "name": "c"})),
+    ("Unsupported value", vs(check={"kind": "ping"}), vs(check={"kind": "nope"})),
+    ("should match", vs(check={"kind": "http", "path": "/ok"}), vs(check={"kind": "http", "path": "ok"})),
     ("addresses mixes IPv4 and IPv6", inst(), inst(addresses=BOTH["addresses"])),
     ("IPv6 addresses need VRRP version 3", inst(addresses=V6["addresses"], version=3), inst(addresses=V6["addresses"], version=2)),
     ("with version 2 it is whole seconds", inst(version=2, advertInterval=255), inst(version=2, advertInterval=1.5)),
@@ -364,7 +239,7 @@ def test_messages_show_the_offending_value() -> None:
 
 
 def test_every_hand_written_rule_has_a_case() -> None:
-    messages = {r.message for rules in crd.RULES.values() for r in rules}
+    messages = {r.message for rules in crd_rules.RULES.values() for r in rules}
     untested = {m for m in messages if not any(case[0] in m for case in CASES)}
     assert untested == set()
 
@@ -405,6 +280,7 @@ STATUSES: list[tuple[str, type[BaseModel], dict[str, Any]]] = [
                        "checks": {"nginx": {"state": "OK", "since": _AT}}}],
         "virtualServers": [{"name": "web", "active": True, "realServers": [
             {"address": "10.0.0.1", "port": 80, "healthy": True, "weight": 1, "since": _AT}]}],
+        "problems": ["cannot program IPVS: the kernel has no IPVS (run `modprobe ip_vs`)"],
     }),
 ]  # fmt: skip
 _SPECS: dict[str, dict[str, Any]] = {"VirtualIP": V4, "VirtualServer": VS, "NodeAssignment": {}}
