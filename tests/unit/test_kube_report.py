@@ -222,6 +222,17 @@ def test_problems() -> None:
     ]
 
 
+def test_problems_reach_the_status_document_and_the_model() -> None:
+    snap = snapshot(runner_status("ns-web", "MASTER"), config={"lastReloadError": "bad vrid"})
+    doc = node_status(snap, SPEC, observed_generation=1, now=T0, source_problem="gen 4 rejected")
+    assert doc["problems"] == ["gen 4 rejected", "bad vrid"]
+    assert NodeAssignmentStatus.model_validate(doc).problems == ("gen 4 rejected", "bad vrid")
+    clean = node_status(
+        snapshot(runner_status("ns-web", "MASTER")), SPEC, observed_generation=1, now=T0
+    )
+    assert "problems" not in clean
+
+
 def test_the_operator_folds_the_report() -> None:
     """The report is what the operator's VirtualIP fold expects: holder, since, the takeover's
     reason and the node's measured duration."""

@@ -129,6 +129,7 @@ class Connector:
             observed_generation=self.observed_generation(),
             now=now,
             durations=self.agent.durations,
+            source_problem=self.source.problem,
         )
 
     def _on_transition(self, t: Transition) -> None:

@@ -98,6 +98,7 @@ def node_status(
     observed_generation: int | None,
     now: float,
     durations: Mapping[str, float] | None = None,
+    source_problem: str | None = None,
 ) -> dict[str, Any]:
     """The status document. ``snapshot``: :func:`vipkeeper_agent.status.snapshot.agent_status`'s
     output; ``spec``: the spec the agent runs (which checks each instance tracks);
@@ -116,6 +117,9 @@ def node_status(
     }
     if observed_generation is not None:
         doc["observedGeneration"] = observed_generation
+    found = problems(snapshot, source_problem)
+    if found:
+        doc["problems"] = [p[:1024] for p in found[:32]]
     return doc
 
 
