@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
@@ -19,12 +21,16 @@ import kopf
 from vipkeeper_api.resources import GROUP, VERSION
 from vipkeeper_operator import parse
 from vipkeeper_operator.controller import Controller
-from vipkeeper_operator.kube import Kube
+from vipkeeper_operator.kube import Kube, load_config
 from vipkeeper_operator.planning.admission import check_virtual_ip, check_virtual_server
 from vipkeeper_operator.planning.reconcile import resign_pending
 from vipkeeper_operator.store import Store
 
 log = logging.getLogger("vipkeeper.operator")
+
+#: The registry the handlers below go to (kopf's default at import). Whoever runs them in a process
+#: that ran another kopf registry passes this one: `kopf run` makes each registry it runs the default.
+REGISTRY = kopf.get_default_registry()
 
 #: (kopf resource selector, store plural). Secrets are not watched: the controller reads the few
 #: that VirtualIPs name.
@@ -65,6 +71,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     if SETTINGS["webhook"] is not None:
         settings.admission.server = SETTINGS["webhook"]
         settings.admission.managed = f"validate.{GROUP}"
+    else:
+        # kopf stops an operator that has validate handlers but no server.
+        settings.admission.server = _no_webhook
+    # kopf logs in only after the startup handlers, and Kube() takes the client's configuration
+    # as it is when constructed: without this it would talk to the client's default localhost.
+    load_config()
     store = Store(vrid_range=SETTINGS["vrid_range"])
     memo.store = store
     memo.controller = Controller(store, Kube(), debounce=SETTINGS["debounce"])
@@ -97,11 +109,22 @@ for _resource, _plural in WATCHED:
     kopf.on.event(*_resource)(_mirror(_plural))
 
 
-@kopf.timer(GROUP, VERSION, "nodeassignments", interval=10.0, idle=0)
+#: Seconds between passes that only let time move conditions on.
+RESYNC = 10.0
+
+
+@kopf.timer(GROUP, VERSION, "virtualips", interval=RESYNC, idle=0)
 async def resync(memo: kopf.Memo, **_: Any) -> None:
-    """Time moves conditions on (a split brain counts from its start): a pass every 10 s while
-    this replica is the active one (kopf pauses timers of a frozen replica)."""
-    memo.controller.changed()
+    """Time moves conditions on (a split brain counts from its start): a pass about every
+    RESYNC seconds while this replica is the active one (kopf pauses timers of a frozen replica).
+
+    On VirtualIPs, which carry our finalizer anyway: kopf puts it on whatever a timer watches,
+    and on NodeAssignments it held every deletion for the operator. Every VirtualIP has a timer of
+    its own, so each wakes the controller only if no pass ran lately: one pass per interval
+    however many VirtualIPs (not one per object)."""
+    finished = memo.controller.counters.finished
+    if not finished or time.monotonic() - finished[-1] >= RESYNC / 2:
+        memo.controller.changed()
 
 
 @kopf.on.delete(GROUP, VERSION, "virtualips")
@@ -135,6 +158,14 @@ def admit_virtual_server(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     )
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+async def _no_webhook(_: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
+    """The admission "server" without --webhook-port: the API server never calls it."""
+    await asyncio.Event().wait()
+    configs: tuple[kopf.WebhookClientConfig, ...] = ()
+    for config in configs:  # never: this only makes the function an async generator
+        yield config
 
 
 def _replica_priority() -> int:
