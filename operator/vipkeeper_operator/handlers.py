@@ -97,9 +97,9 @@ def _mirror(plural: str) -> Any:
         if event["type"] == "DELETED":
             memo.store.forget(plural, obj)
             memo.controller.forget_status(plural, parse.object_key(obj))
-        else:
-            memo.store.observe(plural, obj)
-        memo.controller.changed()
+            memo.controller.changed()
+        elif memo.store.observe(plural, obj):
+            memo.controller.changed()
 
     on_event.__name__ = f"mirror_{plural}"
     return on_event

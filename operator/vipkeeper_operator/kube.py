@@ -29,6 +29,7 @@ log = logging.getLogger("vipkeeper.operator")
 ASSIGNMENTS = "nodeassignments"
 #: The client labels every custom-object patch a merge patch unless told otherwise.
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def load_config() -> None:
@@ -79,6 +80,7 @@ class Kube:
                 "metadata": {
                     "name": write.node,
                     "labels": {"app.kubernetes.io/managed-by": "vipkeeper"},
+                    "annotations": dict(write.annotations),
                 },
                 "spec": write.spec,
             }
@@ -93,6 +95,17 @@ class Kube:
         self._objects.patch_cluster_custom_object(
             GROUP, VERSION, ASSIGNMENTS, write.node, patch, _content_type=JSON_PATCH
         )
+        if write.annotations:
+            # A merge patch: it sets our key and leaves anybody else's annotations alone (a JSON
+            # patch "add" under /metadata/annotations fails where there are none yet).
+            self._objects.patch_cluster_custom_object(
+                GROUP,
+                VERSION,
+                ASSIGNMENTS,
+                write.node,
+                {"metadata": {"annotations": dict(write.annotations)}},
+                _content_type=MERGE_PATCH,
+            )
 
     def _replace_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]

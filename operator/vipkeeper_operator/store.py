@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from vipkeeper_api.resources import NodeAssignmentStatus
+from vipkeeper_api.resources import NodeAssignmentStatus, VirtualIPStatus
 from vipkeeper_operator import parse
 from vipkeeper_operator.parse import Raw, Rejected
 from vipkeeper_operator.world import (
@@ -35,6 +35,9 @@ KINDS = (
 )
 
 
+_NO_STATUS = VirtualIPStatus()
+
+
 class Store:
     def __init__(self, vrid_range: tuple[int, int] = (1, 255)) -> None:
         self.vrid_range = vrid_range
@@ -53,12 +56,35 @@ class Store:
         self.bodies: dict[str, Raw] = {}
         self.version = 0
 
-    def observe(self, plural: str, obj: Raw) -> None:
-        """An object was added or changed."""
+    def observe(self, plural: str, obj: Raw) -> bool:
+        """An object was added or changed. Returns whether the planning could see a difference:
+        not for the watch echo of the operator's own status write, a node's kubelet heartbeat
+        or an agent's status heartbeat, which are many and change nothing."""
         key = parse.object_key(obj)
         self.version += 1
+        before = self._relevant(plural, key)
         handler = self._observers()[plural]
         handler(key, obj)
+        return self._relevant(plural, key) != before
+
+    def _relevant(self, plural: str, key: str) -> object:
+        rejected = self.rejected.get(f"{plural}/{key}")
+        if plural == "virtualips":
+            vip = self.virtual_ips.get(key)
+            # Its status is the operator's own output (the VRID it records comes from the plan).
+            return (None if vip is None else replace(vip, status=_NO_STATUS), rejected)
+        if plural == "nodeassignments":
+            report = self.reports.get(key)
+            quiet = None if report is None else report.model_copy(update={"updated": None})
+            return (self.assignments.get(key), quiet)
+        table: dict[str, dict[str, Any]] = {
+            "nodes": self.nodes,
+            "virtualservers": self.virtual_servers,
+            "services": self.services,
+            "endpointslices": self.endpoint_slices,
+            "secrets": self.secrets,
+        }
+        return (table[plural].get(key), rejected)
 
     def forget(self, plural: str, obj: Raw) -> None:
         key = parse.object_key(obj)

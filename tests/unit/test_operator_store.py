@@ -48,3 +48,29 @@ def test_snapshots_do_not_change_under_later_events() -> None:
     before = store.snapshot()
     store.observe("nodes", {"metadata": {"name": "n2"}})
     assert set(before.nodes) == {"n1"} and set(store.snapshot().nodes) == {"n1", "n2"}
+
+
+def test_only_changes_the_planning_can_see_wake_the_controller() -> None:
+    from vipkeeper_operator.store import Store  # noqa: PLC0415
+
+    store = Store()
+    vip = {
+        "apiVersion": "vipkeeper.io/v1alpha1",
+        "kind": "VirtualIP",
+        "metadata": {"namespace": "ns", "name": "web", "uid": "u", "generation": 1},
+        "spec": {"addresses": ["192.0.2.10/24"]},
+    }
+    assert store.observe("virtualips", vip)
+    # The echo of the operator's own status write: nothing new for the planning.
+    assert not store.observe("virtualips", {**vip, "status": {"vrid": 7, "holder": "n1"}})
+    edited = {**vip, "metadata": {**vip["metadata"], "generation": 2}}
+    assert store.observe("virtualips", {**edited, "spec": {"addresses": ["192.0.2.11/24"]}})
+    na = {"kind": "NodeAssignment", "metadata": {"name": "n1"}, "spec": {"instances": []}}
+    report = {"updated": "2026-12-04T00:00:00Z", "instances": []}
+    assert store.observe("nodeassignments", {**na, "status": report})
+    # An agent's heartbeat only moves `updated`.
+    beat = {**report, "updated": "2026-12-04T00:00:30Z"}
+    assert not store.observe("nodeassignments", {**na, "status": beat})
+    node = {"kind": "Node", "metadata": {"name": "n1"}, "status": {"conditions": []}}
+    assert store.observe("nodes", node)
+    assert not store.observe("nodes", {**node, "metadata": {"name": "n1", "resourceVersion": "9"}})

@@ -100,7 +100,7 @@ def decide(
         _refuse(out_statuses, events, statuses, key, refused, now)
     return Decision(
         the_plan,
-        tuple(assignment_writes(the_plan.assignments, assignments)),
+        tuple(assignment_writes(the_plan.assignments, assignments, _owners(world))),
         tuple(out_statuses),
         tuple(events),
     )
@@ -124,6 +124,15 @@ def resign_pending(world: World, assignments: Mapping[str, Document | None], key
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _owners(world: World) -> dict[str, dict[str, str]]:
+    out = {}
+    for vip in world.virtual_ips.values():
+        ref = {"namespace": vip.namespace, "name": vip.name, "uid": vip.uid}
+        for family in (4, 6):
+            out[instance_name(vip.namespace, vip.name, family)] = ref
+    return out
 
 
 def _document(model: BaseModel) -> Document:

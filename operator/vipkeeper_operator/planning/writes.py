@@ -7,8 +7,9 @@ the API round-tripped (defaults, ordering of keys) still compares equal.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vipkeeper_api.models import NodeAssignmentSpec
@@ -29,6 +30,8 @@ class PutAssignment:
     node: str
     spec: Document
     exists: bool
+    #: metadata.annotations to set with it (the owners of its instances, for the agent's Events).
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +65,31 @@ class EventWrite:
     message: str
 
 
+#: JSON {instance name: {namespace, name, uid}}: which VirtualIP each instance is, so that the
+#: agent posts its Events on it (instance names are hashed when long, so not reversible).
+OWNERS_ANNOTATION = "vipkeeper.io/instance-owners"
+
+
 def assignment_writes(
-    desired: Mapping[str, NodeAssignmentSpec], current: Mapping[str, Document | None]
+    desired: Mapping[str, NodeAssignmentSpec],
+    current: Mapping[str, Document | None],
+    owners: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Write]:
     """``desired``: node -> spec; ``current``: node -> the spec document its NodeAssignment has
-    (None for an object without spec). Nodes are handled in name order, puts before deletes."""
+    (None for an object without spec); ``owners``: instance name -> {namespace, name, uid}.
+    Nodes are handled in name order, puts before deletes."""
     puts: list[Write] = []
     for node in sorted(desired):
         document = spec_document(desired[node])
-        if node not in current:
-            puts.append(PutAssignment(node, document, exists=False))
-        elif _canonical(current[node]) != document:
-            puts.append(PutAssignment(node, document, exists=True))
+        if node in current and _canonical(current[node]) == document:
+            continue
+        mine = {
+            i.name: dict(owners[i.name])
+            for i in desired[node].instances
+            if owners and i.name in owners
+        }
+        annotations = {OWNERS_ANNOTATION: json.dumps(mine, sort_keys=True)} if mine else {}
+        puts.append(PutAssignment(node, document, exists=node in current, annotations=annotations))
     deletes: list[Write] = [DeleteAssignment(node) for node in sorted(set(current) - set(desired))]
     return puts + deletes
 
