@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from vipkeeper_api.resources import VRID_RANGE
+from vipkeeper_operator.metrics import DEFAULT_ADDRESS, metrics_address
 
 
 def _vrid_range(text: str) -> tuple[int, int]:
@@ -22,6 +23,13 @@ def _vrid_range(text: str) -> tuple[int, int]:
             f"--vrid-range {text!r}: VRIDs are 1..255 and LOW must not exceed HIGH, e.g. 1-200"
         )
     return low, high
+
+
+def _metrics_address(text: str) -> tuple[str, int] | None:
+    try:
+        return metrics_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--metrics-address: {exc}") from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +50,14 @@ def parser() -> argparse.ArgumentParser:
         help="run as one of several replicas: the ClusterKopfPeering NAME elects the active one",
     )
     p.add_argument("--priority", type=int, help="peering priority (default: from the pod name)")
+    p.add_argument(
+        "--metrics-address",
+        type=_metrics_address,
+        default=DEFAULT_ADDRESS,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics on every replica (default "
+        ":9651, every IPv4 address; [::]:9651 for IPv6; off: none)",
+    )
     p.add_argument("--liveness", metavar="URL", help="e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--webhook-port", type=int, help="serve the validating admission webhook")
     p.add_argument("--webhook-host", help="the name the API server reaches the webhook at")
@@ -64,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handlers.SETTINGS.update(vrid_range=args.vrid_range, peering=args.peering)
     handlers.SETTINGS["priority"] = args.priority
+    handlers.SETTINGS["metrics"] = args.metrics_address
     if args.webhook_port is not None:
         handlers.SETTINGS["webhook"] = kopf.WebhookServer(
             port=args.webhook_port,

@@ -52,6 +52,8 @@ class Counters:
     passes: int = 0
     errors: int = 0
     assignment_writes: int = 0
+    #: Of ``assignment_writes``, the deletions.
+    assignment_deletes: int = 0
     status_writes: int = 0
     events: int = 0
     last_pass_seconds: float = 0.0
@@ -82,6 +84,9 @@ class Controller:
         self._idle.set()
         self.secret_ttl = 60.0
         self._secret_read: dict[str, float] = {}
+        #: Called on the loop after each pass with its decision and every status as it now stands
+        #: (metrics read the store there, where it cannot change under them).
+        self.on_pass: Callable[[Decision, Mapping[str, dict[str, Any]]], None] | None = None
 
     def changed(self) -> None:
         self._wake.set()
@@ -130,6 +135,8 @@ class Controller:
         self.counters.last_pass_seconds = time.monotonic() - started
         self.counters.finished.append(time.monotonic())
         del self.counters.finished[:-100]
+        if self.on_pass is not None:
+            self.on_pass(decision, self._current_statuses())
         if decision.writes or decision.statuses or decision.events:
             log.info(
                 "event=reconciled assignments=%d statuses=%d events=%d seconds=%.3f",
@@ -190,6 +197,7 @@ class Controller:
             self.store.assignments[write.node] = write.spec
         elif isinstance(write, DeleteAssignment):
             self.store.assignments.pop(write.node, None)
+            self.counters.assignment_deletes += 1
 
     async def _status(self, write: StatusWrite) -> None:
         await self.writer.replace_status(write.plural, write.namespace, write.name, write.status)

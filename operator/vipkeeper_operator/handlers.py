@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from vipkeeper_api.resources import GROUP, VERSION
-from vipkeeper_operator import parse
+from vipkeeper_operator import metrics, parse
 from vipkeeper_operator.controller import Controller
 from vipkeeper_operator.kube import Kube, load_config
 from vipkeeper_operator.planning.admission import check_virtual_ip, check_virtual_server
@@ -50,6 +50,7 @@ SETTINGS: dict[str, Any] = {
     "priority": None,
     "webhook": None,  # a kopf.WebhookServer, or None: no admission webhook
     "debounce": 0.05,
+    "metrics": None,  # (host, port) to serve /metrics at, or None
 }
 
 
@@ -80,6 +81,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     store = Store(vrid_range=SETTINGS["vrid_range"])
     memo.store = store
     memo.controller = Controller(store, Kube(), debounce=SETTINGS["debounce"])
+    if SETTINGS["metrics"] is not None:
+        host, port = SETTINGS["metrics"]
+        memo.metrics = metrics.serve(host, port, memo.controller)
     memo.task = asyncio.create_task(memo.controller.run(), name="vipkeeper-reconcile")
 
 
@@ -89,6 +93,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    served = memo.get("metrics")
+    if served is not None:
+        await served.close()
 
 
 def _mirror(plural: str) -> Any:

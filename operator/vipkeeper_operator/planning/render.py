@@ -77,11 +77,22 @@ def plan(world: World) -> Plan:
     pieces: dict[str, list[_Piece]] = {n: [] for n in nodes}
     candidates: dict[str, tuple[Candidate, ...]] = {}
     verdicts: dict[str, Mapping[str, Verdict]] = {}
+    shared: dict[tuple[object, ...], Mapping[str, Verdict]] = {}
     for key, vip in sorted(world.virtual_ips.items()):
         if vip.deleting:
             continue
         owner = f"VirtualIP/{key}"
-        verdicts[key] = evaluate(world, vip, index)
+        # The verdicts depend on these alone: VirtualIPs that share them (a zone's) share one
+        # evaluation of every node.
+        ref = vip.spec.service_ref
+        alike = (
+            tuple(sorted(vip.spec.node_selector.items())),
+            None if ref is None else (vip.namespace, ref.name),
+            vip.spec.vrrp.preempt,
+        )
+        if alike not in shared:
+            shared[alike] = evaluate(world, vip, index)
+        verdicts[key] = shared[alike]
         chosen = assign(key, vip.spec.priorities, verdicts[key])
         vrid = allocation.vrids.get(key)
         if vrid is None:
@@ -92,7 +103,7 @@ def plan(world: World) -> Plan:
         if not chosen:
             report(owner, _nobody(key, verdicts[key]))
             continue
-        built = _vip_pieces(world, vip, vrid, chosen)
+        built = _vip_pieces_memo(world, vip, vrid, chosen)
         if isinstance(built, Problem):
             report(owner, built)
             continue
@@ -100,6 +111,8 @@ def plan(world: World) -> Plan:
         for node, piece in built.items():
             pieces.setdefault(node, []).append(piece)
         report(owner, *_address_gaps(world, vip, chosen))
+    for gone in set(_PIECES) - set(world.virtual_ips):
+        del _PIECES[gone]
     taken = virtual_server_conflicts(world.virtual_servers)
     slices = slices_by_service(world)
     ready = [n for n in nodes if world.nodes[n].ready]
@@ -137,6 +150,29 @@ def plan(world: World) -> Plan:
 
 
 # --- VirtualIPs -------------------------------------------------------------------------------
+
+
+#: VirtualIP key -> (its inputs, what _vip_pieces made of them). Every pass re-plans every
+#: VirtualIP; with 1000 of them, building and validating 10,000 instances was half of a pass.
+_PIECES: dict[str, tuple[tuple[object, ...], dict[str, _Piece] | Problem]] = {}
+
+
+def _vip_pieces_memo(
+    world: World, vip: VirtualIP, vrid: int, chosen: tuple[Candidate, ...]
+) -> dict[str, _Piece] | Problem:
+    """:func:`_vip_pieces`, reused while its inputs are the same (the pieces are never
+    modified): the VirtualIP object (replaced whenever its spec changes), VRID, candidates, the
+    auth Secret and, for unicast, the candidates' addresses."""
+    ref = vip.spec.vrrp.auth_secret_ref
+    secret = None if ref is None else world.secrets.get(f"{vip.namespace}/{ref.name}")
+    ips = tuple(world.nodes[c.node].internal_ips if c.node in world.nodes else () for c in chosen)
+    inputs = (vip.spec, vrid, chosen, None if secret is None else dict(secret), ips)
+    hit = _PIECES.get(vip.key)
+    if hit is not None and hit[0] == inputs:
+        return hit[1]
+    built = _vip_pieces(world, vip, vrid, chosen)
+    _PIECES[vip.key] = (inputs, built)
+    return built
 
 
 def _vip_pieces(

@@ -91,6 +91,10 @@ def assignment_writes(
         annotations = {OWNERS_ANNOTATION: json.dumps(mine, sort_keys=True)} if mine else {}
         puts.append(PutAssignment(node, document, exists=node in current, annotations=annotations))
     deletes: list[Write] = [DeleteAssignment(node) for node in sorted(set(current) - set(desired))]
+    # Keep only the stored documents of now: a replaced one is never asked about again.
+    alive = {id(d) for d in current.values() if d is not None}
+    for stale in [k for k in _CANONICAL if k not in alive]:
+        del _CANONICAL[stale]
     return puts + deletes
 
 
@@ -111,7 +115,5 @@ def _canonical(document: Document | None) -> Document | None:
         canonical: Document | None = spec_document(NodeAssignmentSpec.model_validate(document))
     except ValueError:
         canonical = None
-    if len(_CANONICAL) >= 4096:
-        _CANONICAL.clear()
     _CANONICAL[id(document)] = (document, canonical)
     return canonical
