@@ -83,7 +83,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.controller = Controller(store, Kube(), debounce=SETTINGS["debounce"])
     if SETTINGS["metrics"] is not None:
         host, port = SETTINGS["metrics"]
-        memo.metrics = metrics.serve(host, port, memo.controller)
+        try:
+            memo.metrics = metrics.serve(host, port, memo.controller)
+        except OSError:
+            # Failover of the VIPs matters more than their metrics: run on without them.
+            log.exception("event=metrics_failed host=%s port=%d", host or "*", port)
     memo.task = asyncio.create_task(memo.controller.run(), name="vipkeeper-reconcile")
 
 
@@ -146,23 +150,26 @@ async def resign(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) ->
 @kopf.on.validate(GROUP, VERSION, "virtualips")
 def admit_virtual_ip(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     parsed = parse.virtual_ip(body)
-    problems = (
-        [parsed.message]
+    _admit(
+        parsed
         if isinstance(parsed, parse.Rejected)
         else check_virtual_ip(memo.store.snapshot(), parsed)
     )
-    if problems:
-        raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
 @kopf.on.validate(GROUP, VERSION, "virtualservers")
 def admit_virtual_server(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     parsed = parse.virtual_server(body)
-    problems = (
-        [parsed.message]
+    _admit(
+        parsed
         if isinstance(parsed, parse.Rejected)
         else check_virtual_server(memo.store.snapshot(), parsed)
     )
+
+
+def _admit(outcome: parse.Rejected | list[str]) -> None:
+    """Refuse with the loader's message, or with the rules the schema cannot express."""
+    problems = [outcome.message] if isinstance(outcome, parse.Rejected) else outcome
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
