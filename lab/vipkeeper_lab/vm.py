@@ -527,6 +527,14 @@ def _qemu(argv: Sequence[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 proc.wait(timeout=KILL_WAIT)
 
 
+#: What the VM mounts afresh over the host's: a directory below them is not the host's in there.
+VM_PRIVATE = (Path("/tmp"), Path("/run"))
+
+
+def _vm_private(path: Path) -> bool:
+    return any(path == p or p in path.parents for p in VM_PRIVATE)
+
+
 def run_in_vm(
     argv: Sequence[str],
     *,
@@ -544,9 +552,10 @@ def run_in_vm(
     directory of ``shared_rw`` writable at its own path (results the host should see go there).
     The command gets a clean environment: PATH (with this venv's bin first), HOME, LANG, TERM,
     TMPDIR, ``VIPKEEPER_IN_VM=1``, then ``env``. ``timeout`` bounds everything, boot included.
-    ``/tmp``, ``/run``, ``/dev``, ``/proc`` and ``/sys`` are the VM's own, so ``workdir`` and
-    anything the command reads must live elsewhere (``shared_rw`` folders may be under /tmp);
-    exit code 125 means ``workdir`` does not exist in the VM.
+    ``/tmp``, ``/run``, ``/dev``, ``/proc`` and ``/sys`` are the VM's own, so anything the
+    command reads must live elsewhere, except ``workdir``, which is shared (writable) when it
+    lies under /tmp or /run, and ``shared_rw`` folders; exit code 125 means ``workdir`` does not
+    exist in the VM.
     Raises :class:`VmError` if the VM cannot be set up; see :func:`vm_unavailable`.
     """
     if not argv:
@@ -558,6 +567,9 @@ def run_in_vm(
     assert kernel is not None  # vm_unavailable() checked
     workdir = (workdir or Path.cwd()).resolve()
     shared = [Path(p).resolve() for p in shared_rw]
+    if _vm_private(workdir) and not any(s == workdir or s in workdir.parents for s in shared):
+        # A checkout under /tmp (a CI clone, say) would be hidden by the VM's own /tmp: share it.
+        shared.insert(0, workdir)
     for path in shared:
         if not path.is_dir():
             raise VmError(f"shared folder {path} is not a directory")
