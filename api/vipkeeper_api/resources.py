@@ -120,8 +120,8 @@ class Vrrp(Model):
 
 class Priorities(Model):
     """Which nodes should hold the VIP. ``preferred``: node names, most preferred first (150,
-    then 100, 99, ...); ``explicit``: node -> priority, overriding. Nodes in neither get the
-    operator's spread (below every preferred node)."""
+    then 100 and down in wide steps: 75, 50, 25 for five); ``explicit``: node -> priority,
+    overriding. Nodes in neither get the operator's spread (below every preferred node)."""
 
     preferred: tuple[str, ...] = Field(default=(), max_length=64)
     explicit: dict[str, int] = Field(default_factory=dict, max_length=1024)

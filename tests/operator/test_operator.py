@@ -52,7 +52,7 @@ def test_assignments_follow_the_virtual_ip_and_are_not_rewritten(
     three_nodes(kapi)
     kapi.create(virtual_ip("web", "192.0.2.10/24", priorities={"preferred": ["n2", "n1"]}))
     with run_operator(kapi, tmp_path, monkeypatch) as controller:
-        wanted = {"n1": 100, "n2": 150, "n3": 99}  # preferred[1], preferred[0], the spread
+        wanted = {"n1": 100, "n2": 150, "n3": 75}  # preferred[1], preferred[0], the spread
         wait_for(lambda: _priorities(kapi) == wanted, what=f"priorities {wanted}")
         vrids = {i.vrid for n in NODES if (i := instance(kapi, n)) is not None}
         [vrid] = vrids
@@ -119,7 +119,7 @@ def test_cordoned_node_is_demoted(
         kapi.patch("Node", "n1", {"spec": {"unschedulable": True}}, namespace="")
         # Demoted, not dropped: n1 still runs the instance, below every other node.
         wait_for(lambda: _priorities(kapi)["n1"] == 1, what="n1 demoted to priority 1")
-        assert _priorities(kapi) == {"n1": 1, "n2": 100, "n3": 99}
+        assert _priorities(kapi) == {"n1": 1, "n2": 100, "n3": 75}
         kapi.patch("Node", "n1", {"spec": {"unschedulable": None}}, namespace="")
         wait_for(lambda: _priorities(kapi)["n1"] == 150, what="n1 preferred again (uncordoned)")
 

@@ -24,19 +24,30 @@ def prios(priorities: dict[str, Any], **states: Eligibility) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    ("rank", "priority"), [(0, TOP_PRIORITY), (1, 100), (2, 99), (50, 51), (99, 2), (500, 2)]
+    ("rank", "ranks", "priority"),
+    [
+        (0, 3, TOP_PRIORITY),
+        (1, 3, 100),
+        (2, 3, 75),  # steps of 25 while they fit: backups far apart
+        (4, 5, 25),
+        (2, 10, 88),  # 8 ranks below 100 share 98 priorities: steps of 12
+        (9, 10, 4),
+        (50, 100, 51),  # steps of 1 only with 100 nodes or more
+        (99, 100, 2),
+        (500, 600, 2),
+    ],
 )
-def test_ladder(rank: int, priority: int) -> None:
-    assert ladder(rank) == priority
+def test_ladder(rank: int, ranks: int, priority: int) -> None:
+    assert ladder(rank, ranks) == priority
 
 
 @pytest.mark.parametrize(
     ("priorities", "states", "expected"),
     [
         # preferred, in its order; the rest spread below every preferred position
-        ({"preferred": ["c", "a"]}, {"a": E, "b": E, "c": E}, {"c": 150, "a": 100, "b": 99}),
+        ({"preferred": ["c", "a"]}, {"a": E, "b": E, "c": E}, {"c": 150, "a": 100, "b": 75}),
         # an absent preferred node keeps its position: the others do not move up
-        ({"preferred": ["x", "a"]}, {"a": E, "b": E}, {"a": 100, "b": 99}),
+        ({"preferred": ["x", "a"]}, {"a": E, "b": E}, {"a": 100, "b": 75}),
         ({"preferred": ["a", "b"]}, {"a": X, "b": E}, {"b": 100}),
         # explicit overrides preferred
         (
@@ -89,7 +100,7 @@ def prios_for(key: str, states: dict[str, Eligibility]) -> dict[str, int]:
 
 def test_spread_is_a_total_order_in_the_ladder() -> None:
     got = prios_for("ns/web", dict.fromkeys("abcde", E))
-    assert sorted(got.values(), reverse=True) == [150, 100, 99, 98, 97]
+    assert sorted(got.values(), reverse=True) == [150, 100, 75, 50, 25]
 
 
 def test_removing_a_node_only_moves_the_vips_it_was_top_for() -> None:

@@ -1,7 +1,12 @@
 """Each candidate node's VRRP priority for one VirtualIP.
 
-Ranked nodes get a ladder: the first ``TOP_PRIORITY`` (150), the next 100, 99, 98, ... (keepalived's
-usual 150/100 pair, then room for many backups); the ladder never goes below ``MIN_PRIORITY + 1``,
+Ranked nodes get a ladder: the first ``TOP_PRIORITY`` (150), the next 100 (keepalived's usual
+150/100 pair), then down in steps as wide as the number of ranks allows (at most 25: 75, 50, 25
+for five nodes). Wide steps matter: a backup's Master_Down timer is 3 intervals plus a skew of
+(256 - priority)/256 of one, so backups one priority apart time out within a fraction of a
+millisecond of each other and both become MASTER for a moment; 25 apart, the better one's advert
+is on the wire ~10 % of an interval before the other's timer fires. The ladder never goes below
+``MIN_PRIORITY + 1``,
 which is left to demoted nodes so that any schedulable node beats a draining one. Floating VIPs
 never get 255: that is the address owner's (the models refuse it without ``addressOwner``).
 
@@ -38,11 +43,17 @@ class Candidate:
     reason: str
 
 
-def ladder(rank: int) -> int:
-    """The priority of the node ranked ``rank`` (0 = most preferred)."""
+#: The widest step between backups below the second rank.
+MAX_STEP = 25
+
+
+def ladder(rank: int, ranks: int = 2) -> int:
+    """The priority of the node ranked ``rank`` (0 = most preferred) of ``ranks``."""
     if rank == 0:
         return TOP_PRIORITY
-    return max(SECOND_PRIORITY - (rank - 1), FLOOR_PRIORITY)
+    room = SECOND_PRIORITY - FLOOR_PRIORITY
+    step = max(1, min(MAX_STEP, room // max(1, ranks - 2)))
+    return max(SECOND_PRIORITY - (rank - 1) * step, FLOOR_PRIORITY)
 
 
 def spread_weight(vip_key: str, node: str) -> bytes:
@@ -71,15 +82,16 @@ def assign(
     rest = [n for n in eligible if n not in priorities.explicit and n not in position]
     spread_rank = {node: rank for rank, node in enumerate(spread_order(vip_key, rest))}
     offset = len(priorities.preferred)
+    ranks = offset + len(rest)
     for node in eligible:
         why = verdicts[node].reason
         if node in priorities.explicit:
             prio, how = priorities.explicit[node], "priorities.explicit"
         elif node in position:
-            prio, how = ladder(position[node]), f"priorities.preferred[{position[node]}]"
+            prio, how = ladder(position[node], ranks), f"priorities.preferred[{position[node]}]"
         else:
             rank = spread_rank[node]
-            prio, how = ladder(offset + rank), f"spread rank {rank + 1} of {len(rest)}"
+            prio, how = ladder(offset + rank, ranks), f"spread rank {rank + 1} of {len(rest)}"
         out.append(Candidate(node, prio, Eligibility.ELIGIBLE, f"{how}; {why}"))
     for v in verdicts.values():
         if v.eligibility == Eligibility.DEMOTED:
