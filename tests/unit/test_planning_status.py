@@ -441,3 +441,39 @@ def test_holder_leaving_the_candidates_is_lost_as_node_gone() -> None:
         ts(30),
     )
     assert status.holder is None and [e.reason for e in events] == ["NoHolder", "Degraded"]
+
+
+def _report(updated: float, state: str, since: float) -> NodeAssignmentStatus:
+    return NodeAssignmentStatus.model_validate(
+        {
+            "updated": ts(updated),
+            "instances": [{"name": V4, "state": state, "priority": 100, "since": ts(since)}],
+        }
+    )
+
+
+def _conditions(status: VirtualIPStatus) -> dict[str, str]:
+    return {c.type: c.status for c in status.conditions}
+
+
+def test_a_master_claim_older_than_another_takeover_is_not_believed() -> None:
+    vip = make_vip()
+    # node-a's agent was SIGKILLed at ~10 s: its last report (10 s) still says MASTER; node-b
+    # took over at 14 s. node-a is overtaken, not a second master.
+    dead = {
+        "node-a": _report(10, "MASTER", 0),
+        "node-b": _report(15, "MASTER", 14),
+        "node-c": _report(15, "BACKUP", 1),
+    }
+    status, _ = fold_virtual_ip(vip, dead, vrid=7, problems=(), candidates=NODES, now=t(20))
+    assert status.holder == "node-b" and _conditions(status)["SplitBrain"] == "False"
+    by_node = {n.node: n for n in status.nodes}
+    assert by_node["node-a"].reason == "ReportOvertaken"
+    # node-a is alive after all and says MASTER again (its report is newer than b's takeover):
+    # both claims count, and after more than 2 advert intervals that is a split brain.
+    alive = {**dead, "node-a": _report(19, "MASTER", 0)}
+    status, events = fold_virtual_ip(
+        vip, alive, vrid=7, problems=(), candidates=NODES, now=t(20), previous=status
+    )
+    assert _conditions(status)["SplitBrain"] == "True"
+    assert any(e.reason == "SplitBrain" for e in events)

@@ -97,9 +97,11 @@ def fold_virtual_ip(
     interval = float(vip.spec.vrrp.advert_interval if advert_interval is None else advert_interval)
     families = vip.spec.families
     names = {f: instance_name(vip.namespace, vip.name, f) for f in families}
+    nodes = sorted(set(candidates))
+    overtaken = _overtaken({n: r for n in nodes if (r := reports.get(n)) is not None}, names)
     views = [
-        _view(node, reports.get(node), names, before, now, stale_after)
-        for node in sorted(set(candidates))
+        _view(node, reports.get(node), names, before, now, stale_after, node in overtaken)
+        for node in nodes
     ]
     gen = vip.generation
 
@@ -183,6 +185,7 @@ def _view(
     before: VirtualIPStatus,
     now: datetime,
     stale_after: timedelta | None,
+    overtaken: bool = False,
 ) -> _View:
     earlier = next((n for n in before.nodes if n.node == node), None)
 
@@ -200,6 +203,8 @@ def _view(
         reason = "NoReport"
     elif stale_after is not None and _stale(report, now, stale_after):
         reason, report = "ReportStale", None
+    elif overtaken:
+        reason, report = "ReportOvertaken", None
     by_name = {} if report is None else _by_name(report)
     instances = {f: by_name[n] for f, n in names.items() if n in by_name}
     if not instances:
@@ -238,6 +243,31 @@ def _by_name(report: NodeAssignmentStatus) -> Mapping[str, InstanceReport]:
     # The report is kept alive with its entry, so its id cannot be reused by another object.
     _INDEX[id(report)] = (report, index)
     return index
+
+
+def _overtaken(reports: Mapping[str, NodeAssignmentStatus], names: Mapping[int, str]) -> set[str]:
+    """Nodes whose last report claims MASTER of an instance that another node became MASTER of
+    after that report was written: the claim is not believed until the node writes again.
+
+    A crashed or powered-off node's last report says MASTER until it goes stale (minutes); the
+    survivor's takeover after it is what the node's silence means. A node that is alive (a real
+    split brain) writes again within its heartbeat, and from then on both claims count.
+    """
+    claims = [
+        (node, name, parse_time(report.updated), parse_time(instance.since))
+        for node, report in reports.items()
+        for name in names.values()
+        if (instance := _by_name(report).get(name)) is not None and instance.state == "MASTER"
+    ]
+    return {
+        node
+        for node, name, updated, _ in claims
+        if updated is not None
+        and any(
+            other != node and other_name == name and since is not None and since > updated
+            for other, other_name, _, since in claims
+        )
+    }
 
 
 def _stale(report: NodeAssignmentStatus, now: datetime, stale_after: timedelta) -> bool:
