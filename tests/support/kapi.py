@@ -191,12 +191,13 @@ class KubeAPI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def write_kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig for ``kopf run`` / kubectl / the client: KUBECONFIG=<path>."""
+    def write_kubeconfig(self, path: Path, server: str | None = None) -> Path:
+        """A kubeconfig for ``kopf run`` / kubectl / the client: KUBECONFIG=<path>. ``server``:
+        the API's URL as the reader reaches it (default :attr:`url`)."""
         doc = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "kapi", "cluster": {"server": self.url}}],
+            "clusters": [{"name": "kapi", "cluster": {"server": server or self.url}}],
             "users": [{"name": "kapi", "user": {"token": "kapi"}}],
             "contexts": [{"name": "kapi", "context": {"cluster": "kapi", "user": "kapi"}}],
             "current-context": "kapi",

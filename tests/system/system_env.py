@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ipaddress
-import json
 import os
 import socket
 import threading
@@ -115,16 +114,7 @@ class NetnsKubeAPI(KubeAPI):
 
     def write_node_kubeconfig(self, path: Path) -> Path:
         """The kubeconfig the agents get: the API as the node namespaces reach it."""
-        doc = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "kapi", "cluster": {"server": self.node_url}}],
-            "users": [{"name": "kapi", "user": {"token": "kapi"}}],
-            "contexts": [{"name": "kapi", "context": {"cluster": "kapi", "user": "kapi"}}],
-            "current-context": "kapi",
-        }
-        path.write_text(json.dumps(doc, indent=2))
-        return path
+        return self.write_kubeconfig(path, self.node_url)
 
 
 class ManagementNetwork:

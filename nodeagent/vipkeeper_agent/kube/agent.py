@@ -15,14 +15,13 @@ from typing import Any
 
 from kubernetes import client
 
-from vipkeeper_agent.instance import InstanceRunner, IPAddress
+from vipkeeper_agent.instance import InstanceRunner
 from vipkeeper_agent.kube.events import EventSink, Transition
 from vipkeeper_agent.kube.report import node_status
 from vipkeeper_agent.kube.reporter import StatusReporter
 from vipkeeper_agent.kube.source import AssignmentSource
 from vipkeeper_agent.supervisor import Agent, AgentOptions
 from vipkeeper_agent.vrrp import fsm
-from vipkeeper_agent.vrrp.packet import Advertisement
 from vipkeeper_api import NodeAssignmentSpec
 
 log = logging.getLogger("vipkeeper.kube")
@@ -30,8 +29,7 @@ log = logging.getLogger("vipkeeper.kube")
 
 class KubeAgent(Agent):
     """The agent plus what Kubernetes mode needs to see of it: each transition as it completes
-    (for Events and a prompt status write) and when each instance last heard an advert (so a
-    takeover can say how long after the old master's last sign of life it happened)."""
+    (for Events and a prompt status write), with the takeover duration the runner measured."""
 
     def __init__(self, options: AgentOptions, spec: NodeAssignmentSpec) -> None:
         super().__init__(options, spec)
@@ -39,36 +37,17 @@ class KubeAgent(Agent):
         self.durations: dict[str, float] = {}
         self.on_transition: Callable[[Transition], None] = lambda t: None
         self.extra_status: Callable[[], dict[str, Any]] = dict
-        self._heard: dict[str, float] = {}
-        self._tracked: dict[str, InstanceRunner] = {}
         self._reloading: set[asyncio.Task[bool]] = set()
-
-    def _track(self, runner: InstanceRunner) -> None:
-        """Note the time of every advert the runner accepts. The runner is wrapped on its first
-        transition (INIT -> BACKUP/MASTER at start), before it can take anything over."""
-        if self._tracked.get(runner.name) is runner:
-            return
-        self._tracked[runner.name] = runner
-        self._heard.pop(runner.name, None)
-        original = runner.on_advertisement
-
-        def heard(advert: Advertisement, source: IPAddress) -> None:
-            self._heard[runner.name] = runner.loop.time()
-            original(advert, source)
-
-        runner.on_advertisement = heard  # type: ignore[method-assign]
-
-    def state_changed(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
-        self._track(runner)
-        super().state_changed(runner, transition)
 
     def transitioned(self, runner: InstanceRunner, transition: fsm.Transition) -> None:
         super().transitioned(runner, transition)
+        # The runner logs each transition's takeover (last advert of the master it deferred to
+        # -> VIPs in place) just before this call.
+        log_ = runner.transition_log
+        record = log_[-1] if log_ and log_[-1].transition is transition else None
         duration = None
-        heard = self._heard.get(runner.name)
-        if transition.to_state == fsm.State.MASTER and heard is not None and heard <= transition.at:
-            # Called after the VIPs were added: this is the outage as this node saw it.
-            duration = round((runner.loop.time() - heard) * 1000, 3)
+        if record is not None and record.takeover is not None:
+            duration = round(record.takeover * 1000, 3)
         if duration is None:
             self.durations.pop(runner.name, None)
         else:
