@@ -80,8 +80,6 @@ class Controller:
         self._limit = asyncio.Semaphore(concurrency)
         #: "plural/namespace/name" -> the status document this process last wrote.
         self._statuses: dict[str, dict[str, Any]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
         self.secret_ttl = 60.0
         self._secret_read: dict[str, float] = {}
         #: Called on the loop after each pass with its decision and every status as it now stands
@@ -90,7 +88,6 @@ class Controller:
 
     def changed(self) -> None:
         self._wake.set()
-        self._idle.clear()
 
     async def run(self) -> None:
         backoff = 0.5
@@ -110,12 +107,6 @@ class Controller:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 self._wake.set()
-            if not self._wake.is_set():
-                self._idle.set()
-
-    async def settled(self, timeout: float) -> None:
-        """Wait until no pass is pending (tests and benchmarks)."""
-        await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def reconcile(self) -> Decision:
         started = time.monotonic()

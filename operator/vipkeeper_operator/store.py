@@ -54,14 +54,12 @@ class Store:
         self.rejected: dict[str, Rejected] = {}
         #: The raw objects, for status patches and Events (kopf wants the body).
         self.bodies: dict[str, Raw] = {}
-        self.version = 0
 
     def observe(self, plural: str, obj: Raw) -> bool:
         """An object was added or changed. Returns whether the planning could see a difference:
         not for the watch echo of the operator's own status write, a node's kubelet heartbeat
         or an agent's status heartbeat, which are many and change nothing."""
         key = parse.object_key(obj)
-        self.version += 1
         before = self._relevant(plural, key)
         handler = self._observers()[plural]
         handler(key, obj)
@@ -88,7 +86,6 @@ class Store:
 
     def forget(self, plural: str, obj: Raw) -> None:
         key = parse.object_key(obj)
-        self.version += 1
         tables: dict[str, dict[str, Any]] = {
             "nodes": self.nodes,
             "virtualips": self.virtual_ips,
@@ -115,11 +112,6 @@ class Store:
             reports=dict(self.reports),
             vrid_range=self.vrid_range,
         )
-
-    def record_status(self, key: str, vip: VirtualIP) -> None:
-        """What we just wrote to a VirtualIP's status (the watch echo will confirm it)."""
-        if key in self.virtual_ips:
-            self.virtual_ips[key] = replace(self.virtual_ips[key], status=vip.status)
 
     # --- per kind -------------------------------------------------------------------------
 

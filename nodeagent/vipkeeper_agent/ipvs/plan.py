@@ -82,12 +82,6 @@ def _health(vs: VirtualServer, health: Mapping[str, bool]) -> tuple[bool, ...]:
     return tuple(health.get(name, DEFAULT_HEALTHY) for name in _check_names(vs))
 
 
-def is_healthy(vs: VirtualServer, rs: RealServer, health: Mapping[str, bool]) -> bool:
-    if vs.check is None:
-        return True
-    return health.get(real_server_check_name(vs, rs), DEFAULT_HEALTHY)
-
-
 def healthy_weight(vs: VirtualServer, health: Mapping[str, bool]) -> int:
     return sum(rs.weight for rs, ok in zip(vs.real_servers, _health(vs, health), strict=True) if ok)
 
