@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from vipkeeper_api.resources import GROUP, VERSION
+from vipkeeper_operator.planning.status import format_time
 from vipkeeper_operator.planning.writes import (
     DeleteAssignment,
     EventWrite,
@@ -120,7 +121,7 @@ class Kube:
                 raise
 
     def _post_event(self, event: EventWrite, now: datetime) -> None:
-        stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = format_time(now, seconds_only=True)  # metav1.Time: seconds
         body = {
             "apiVersion": "v1",
             "kind": "Event",

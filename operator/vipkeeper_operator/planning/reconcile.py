@@ -189,7 +189,7 @@ def _refuse(
         lastTransitionTime=(
             old_ready.get("lastTransitionTime")
             if old_ready.get("reason") == "InvalidSpec"
-            else now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            else fold.format_time(now, seconds_only=True)
         ),
     )
     document = {**current, "conditions": [*conditions, _document(ready)]}
