@@ -278,9 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     report["targets"] = targets(table, report["python_slowdown"])
     report["summary"] = {k: None if v is None else asdict(v) for k, v in table.items()}
-    print(render(report, table))
+    text = render(report, table)
+    print(text)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
+    # The tables as printed, for bench/report.py.
+    args.json.with_suffix(".txt").write_text(text + "\n")
     print(f"\nJSON: {args.json}")
     if raw.get("failures"):
         print(f"--- VM output (tail) ---\n{diagnosis}", file=sys.stderr)

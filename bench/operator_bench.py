@@ -582,11 +582,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": targets(bench.results, edits),
         "failure": failure,
     }
-    print(render(report))
+    text = render(report)
+    print(text)
     report["edit_summary"] = None if edits is None else asdict(edits)
     report["edit_kinds"] = {k: None if s is None else asdict(s) for k, s in kinds.items()}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
+    # The tables as printed, for bench/report.py.
+    args.json.with_suffix(".txt").write_text(text + "\n")
     print(f"\nJSON: {args.json}")
     if failure:
         print(f"--- operator log (tail) ---\n{tail}", file=sys.stderr)
