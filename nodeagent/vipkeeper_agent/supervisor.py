@@ -29,6 +29,7 @@ from vipkeeper_agent.io.announcer import Announcer
 from vipkeeper_agent.io.netlink import AddressManager, LinkWatcher
 from vipkeeper_agent.io.transport import ReceivedDatagram, VrrpSocket
 from vipkeeper_agent.ipvs.plan import active_here
+from vipkeeper_agent.kube.pacing import EventLimiter
 from vipkeeper_agent.metrics import MetricsServer, serve
 from vipkeeper_agent.notify import Notifier
 from vipkeeper_agent.reload import plan_reload
@@ -45,7 +46,7 @@ from vipkeeper_agent.topology import (
 from vipkeeper_agent.tracking import Assessment, Observations, assess, share_group
 from vipkeeper_agent.vrrp import fsm, sync
 from vipkeeper_agent.vrrp.packet import Advertisement, DecodeError, DropReason, decode, encode
-from vipkeeper_agent.vrrp.receive import check
+from vipkeeper_agent.vrrp.receive import MISCONFIGURATION, check
 from vipkeeper_api import Check, ConfigError, NodeAssignmentSpec, VrrpInstance, load_spec
 from vipkeeper_api.ipvs import Placement
 
@@ -83,6 +84,9 @@ class Agent:
         #: Instances we could not place (no such interface, no source address), with the reason.
         self.unresolved: dict[str, str] = {}
         self.global_dropped: Counter[str] = Counter()
+        #: One misconfiguration log line per instance and reason a minute: a peer sending wrong
+        #: adverts 10 times a second must not flood the log.
+        self._drop_log = EventLimiter(burst=1, every=60.0, total_burst=20, total_every=1.0)
         self._sockets: dict[tuple[str, int], VrrpSocket] = {}
         self._interfaces: dict[str, InterfaceInfo] = {}
         self._by_vrid: dict[tuple[str, int], dict[int, list[InstanceRunner]]] = {}
@@ -383,7 +387,8 @@ class Agent:
             if reason is None:
                 runner.on_advertisement(advert, dgram.source)
             else:
-                self._drop([runner], reason, dgram, "")
+                detail = _received(advert, runner) if reason in MISCONFIGURATION else ""
+                self._drop([runner], reason, dgram, detail)
 
     def _drop(
         self,
@@ -397,7 +402,20 @@ class Agent:
                 runner.counters.drop(reason)
         else:
             self.global_dropped[str(reason)] += 1
-        if reason != DropReason.OTHER_VRID:
+        if reason in MISCONFIGURATION:
+            for name in [r.name for r in runners] or ["-"]:
+                allowed, held = self._drop_log.allow(f"{name}/{reason}", time.monotonic())
+                if allowed:
+                    log.warning(
+                        "event=advert_dropped reason=%s instance=%s source=%s detail=%r "
+                        "suppressed_since_last=%d",
+                        reason,
+                        name,
+                        dgram.source,
+                        detail,
+                        held,
+                    )
+        elif reason != DropReason.OTHER_VRID:
             log.debug(
                 "event=advert_dropped reason=%s source=%s detail=%r", reason, dgram.source, detail
             )
@@ -654,3 +672,15 @@ async def run_agent(options: AgentOptions, spec: NodeAssignmentSpec) -> None:
     agent = Agent(options, spec)
     with contextlib.suppress(asyncio.CancelledError):
         await agent.run()
+
+
+def _received(advert: Advertisement, runner: InstanceRunner) -> str:
+    """What the peer sent against what we expect: the fix for a misconfiguration is in the diff."""
+    expect = runner.expect
+    theirs = ",".join(str(a) for a in advert.addresses)
+    ours = ",".join(sorted(str(a) for a in expect.addresses))
+    return (
+        f"version {advert.version}/{expect.version} "
+        f"interval_cs {advert.interval_cs}/{expect.interval_cs} "
+        f"addresses {theirs}/{ours} (theirs/ours)"
+    )

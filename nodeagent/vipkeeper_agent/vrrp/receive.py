@@ -38,6 +38,18 @@ def _routable(addresses: Iterable[IPAddress]) -> frozenset[IPAddress]:
     )
 
 
+#: Drops that mean a peer is configured differently (RFC 3768/5798 §7.1: the receiver SHOULD log
+#: the event): an operator must see these at the default log level, unlike TTL or checksum noise.
+MISCONFIGURATION = frozenset(
+    {
+        DropReason.AUTH,
+        DropReason.INTERVAL_MISMATCH,
+        DropReason.ADDRESS_MISMATCH,
+        DropReason.VERSION,
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Expectation:
     """What one local instance accepts; built once per (re)configuration, used per packet."""
