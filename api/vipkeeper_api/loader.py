@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -42,8 +43,17 @@ class ConfigError(ValueError):
 _MISSING = object()
 
 
+#: A bounded repr: YAML aliases can make a few hundred bytes stand for 10**9 nested values (the
+#: "billion laughs"), whose full repr would take minutes and gigabytes before being cut to 80.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 78, 78
+
+
 def _short(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value) if isinstance(value, str) else _REPR.repr(value)
+    except ValueError:  # an integer past Python's 4300-digit limit of int -> str
+        text = "<a number too long to show>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -172,6 +182,24 @@ def parse_model(
         raise ConfigError(source, problems) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load's loader, but a scalar its tag cannot read is a YAML error at its line: PyYAML's
+    constructors let Python's own errors out (ValueError for 2001-02-30 as a date, ``!!float x``
+    or an integer past the 4300-digit limit; AttributeError for ``!!timestamp x``, KeyError for
+    ``!!bool maybe``), all found by fuzzing."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError, LookupError, AttributeError, TypeError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"cannot read {node.tag.rsplit(':', 1)[-1]} value: {exc}",
+                node.start_mark,
+            ) from None
+
+
 def load_spec(text: str | bytes, source: str = "<config>") -> NodeAssignmentSpec:
     """Parse YAML text into a spec; every failure is a ConfigError, never another exception."""
     if len(text) > MAX_DOCUMENT_BYTES:
@@ -179,7 +207,7 @@ def load_spec(text: str | bytes, source: str = "<config>") -> NodeAssignmentSpec
             source, [Problem("", f"document is larger than {MAX_DOCUMENT_BYTES} bytes", _MISSING)]
         )
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

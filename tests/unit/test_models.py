@@ -163,11 +163,29 @@ def test_every_problem_is_reported_at_once() -> None:
         ("[" * 10000, "nested too deeply"),
         ("", "the document is empty; write 'instances: []'"),
         ("# only a comment\n", "the document is empty"),
+        # Found by fuzzing: scalars whose YAML tag cannot read them escaped as plain ValueError.
+        ("a: 2001-02-30", "line 1, column 4: not valid YAML: cannot read timestamp value"),
+        ("a: [1, !!float x]", "line 1, column 8: not valid YAML: cannot read float value"),
+        ("a: !!timestamp x", "line 1, column 4: not valid YAML: cannot read timestamp value"),
+        ("a: !!bool maybe", "line 1, column 4: not valid YAML: cannot read bool value"),
+        ("instances: [{vrid: " + "9" * 5000 + "}]", "cannot read int value"),
+        # ... and a value past Python's 4300-digit int -> str limit (hex has none) broke the message.
+        ("instances: [{vrid: 0x" + "f" * 4000 + "}]", "(got <a number too long to show>)"),
     ],
 )
 def test_bad_documents(text: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(needle)):
         load_spec(text, "f.yaml")
+
+
+def test_alias_bomb_is_rejected_with_a_short_message() -> None:
+    # "Billion laughs": 9 levels of 10 aliases stand for 10**9 values; the problem's value used to
+    # be repr()'d whole before being cut to 80 characters (minutes, gigabytes).
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
+    with pytest.raises(ConfigError) as info:
+        load_spec("\n".join(levels) + "\ninstances: *a8\n", "bomb.yaml")
+    assert "a8: unknown field" in str(info.value) and len(str(info.value)) < 5000
 
 
 def test_explicitly_empty_spec_is_allowed() -> None:
