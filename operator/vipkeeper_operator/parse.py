@@ -64,6 +64,13 @@ def object_key(obj: Raw) -> str:
     return f"{namespace}/{meta.get('name')}" if namespace else str(meta.get("name"))
 
 
+def _generation(meta: Raw) -> int:
+    # The API server keeps metadata.generation an integer; anything else (a hand-built object, a
+    # broken emulator) must not stop the whole pass, only lose the observedGeneration.
+    value = meta.get("generation")
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _ip(text: object) -> IPAddress | None:
     try:
         return ipaddress.ip_address(str(text))
@@ -115,7 +122,7 @@ def virtual_ip(obj: Raw) -> VirtualIP | Rejected:
         namespace=str(meta.get("namespace")),
         name=str(meta.get("name")),
         uid=str(meta.get("uid", "")),
-        generation=int(meta.get("generation") or 0),
+        generation=_generation(meta),
         spec=spec,
         status=status,
         deleting=meta.get("deletionTimestamp") is not None,
@@ -132,7 +139,7 @@ def virtual_server(obj: Raw) -> VirtualServer | Rejected:
         namespace=str(meta.get("namespace")),
         name=str(meta.get("name")),
         uid=str(meta.get("uid", "")),
-        generation=int(meta.get("generation") or 0),
+        generation=_generation(meta),
         spec=spec,
         deleting=meta.get("deletionTimestamp") is not None,
     )

@@ -296,6 +296,15 @@ def test_evaluate_rejects(spec: Any, says: str) -> None:
     assert "NodeAssignment/n1 generation 9" in outcome.problem and says in outcome.problem
 
 
+def test_malformed_metadata_is_no_crash() -> None:
+    # Found by fuzzing: metadata (or its annotations) that is not a mapping raised AttributeError.
+    # A generation below 1 was accepted but could not be read back from the cache file.
+    for meta in ("n1", [1], {"annotations": "x", "generation": True}, {"generation": -1}):
+        obj: dict[str, Any] = {"metadata": meta, "spec": {"instances": []}}
+        assert evaluate(obj, "n1") == Accepted(NodeAssignmentSpec(), None)
+        assert owners(obj) == {}
+
+
 def test_cache_file_round_trips() -> None:
     """The file the source writes reads back as the same spec (so the reporter can tell which
     generation the agent runs), names its generation, and is byte-for-byte stable."""

@@ -96,3 +96,14 @@ def test_node_reports_parse_or_are_ignored() -> None:
     assert report is not None and report.instances[0].state == "MASTER"
     assert parse.assignment_status({"status": {"instances": [{"state": "BOSS"}]}}) is None
     assert parse.assignment_status({}) is None
+
+
+def test_a_generation_that_is_not_an_integer_does_not_crash_the_parse() -> None:
+    # Found by fuzzing: int(metadata.generation) raised on a string or a mapping.
+    for generation in ("warmup", {"x": 1}, True, None):
+        meta = {"namespace": "web", "name": "vip", "generation": generation}
+        vip = parse.virtual_ip({"metadata": meta, "spec": {"addresses": ["192.0.2.10"]}})
+        assert not isinstance(vip, parse.Rejected) and vip.generation == 0
+        spec = {"virtualIPRef": {"name": "vip"}, "port": 80}
+        vs = parse.virtual_server({"metadata": meta, "spec": spec})
+        assert not isinstance(vs, parse.Rejected) and vs.generation == 0

@@ -35,14 +35,21 @@ class Rejected:
     problem: str
 
 
+def _mapping(value: object) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else empty: the API server guarantees the shape of metadata,
+    but a malformed object must be refused with a reason, not crash the agent's watch."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def evaluate(obj: Mapping[str, Any] | None, node: str) -> Accepted | Rejected:
     """What the object asks the node to run. No object (deleted, or never created): nothing, so
     the node resigns every VIP."""
     if obj is None:
         return Accepted(NodeAssignmentSpec(), None)
-    meta = obj.get("metadata") or {}
-    generation = meta.get("generation")
-    generation = generation if isinstance(generation, int) else None
+    generation = _mapping(obj.get("metadata")).get("generation")
+    # Kubernetes generations start at 1; anything else could not be read back from the cache file.
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
+        generation = None
     spec = obj.get("spec")
     # The operator writes an empty spec as `{}`; a missing one (pruned) means the same.
     document = {} if spec is None else spec
@@ -80,7 +87,7 @@ def owners(obj: Mapping[str, Any] | None) -> dict[str, dict[str, str]]:
     or with one that does not read."""
     if obj is None:
         return {}
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(OWNERS_ANNOTATION)
+    raw = _mapping(_mapping(obj.get("metadata")).get("annotations")).get(OWNERS_ANNOTATION)
     if not isinstance(raw, str):
         return {}
     try:
