@@ -112,7 +112,7 @@ def make_decoder() -> Callable[[bytes], str]:
         try:
             again = encode(adv, source, destination)
         except ValueError:
-            return "accepted (not re-encodable)"  # e.g. auth type 2, interval 0: receive's call
+            return "accepted (not re-encodable)"  # e.g. v2 auth type 2: the receive checks drop it
         if decode(again, source, destination) != adv:
             raise MishandledError(f"{adv} does not survive encode/decode")
         return "accepted"

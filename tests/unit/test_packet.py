@@ -279,6 +279,14 @@ BAD = [
     Bad("type 15", fixed(b"\x3f" + V3_4[1:]), DropReason.TYPE, "type 15"),
     Bad("count 0", fixed(V3_4[:3] + b"\x00" + V3_4[4:8]), DropReason.ADDRESS_COUNT, "count"),
     Bad("count 0 v2", fixed(V2[:3] + b"\x00" + V2[4:8] + V2[-8:]), DropReason.ADDRESS_COUNT, "0"),
+    Bad("v3 interval 0", fixed(V3_4[:4] + b"\x00\x00" + V3_4[6:]), DropReason.INTERVAL, "0"),
+    Bad(
+        "v3 interval 0, rsvd bits set",
+        fixed(V3_4[:4] + b"\xf0\x00" + V3_4[6:]),
+        DropReason.INTERVAL,
+        "interval 0",
+    ),
+    Bad("v2 interval 0", fixed(V2[:5] + b"\x00" + V2[6:]), DropReason.INTERVAL, "interval 0"),
     Bad(
         "v3 checksum off by one",
         V3_4[:7] + bytes([V3_4[7] ^ 1]) + V3_4[8:],
@@ -320,6 +328,7 @@ def test_drop_reason_values_are_counter_names() -> None:
         "address_count",
         "auth",
         "interval_mismatch",
+        "interval",
         "address_mismatch",
         "unknown_peer",
         "other_vrid",

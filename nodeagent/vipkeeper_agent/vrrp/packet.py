@@ -37,6 +37,9 @@ class DropReason(StrEnum):
     ADDRESS_COUNT = "address_count"
     AUTH = "auth"
     INTERVAL_MISMATCH = "interval_mismatch"
+    #: An advert interval of 0: no sender may use it, and a v3 backup adopting it would compute
+    #: a Master_Down_Interval of its skew alone and take over between any two adverts.
+    INTERVAL = "interval"
     ADDRESS_MISMATCH = "address_mismatch"
     UNKNOWN_PEER = "unknown_peer"
     OTHER_VRID = "other_vrid"
@@ -185,6 +188,9 @@ def decode(message: bytes, source: IPAddress, destination: IPAddress) -> Adverti
             f"{length} bytes, expected {expected} for version {version} "
             f"with {count} IPv{family} addresses",
         )
+
+    if not (word & MAX_V3_INTERVAL_CS if version == 3 else word & 0xFF):
+        raise DecodeError(DropReason.INTERVAL, "advert interval 0, minimum is 1")
 
     total = int.from_bytes(message)
     if version == 3:
