@@ -189,6 +189,7 @@ def compose(
     now: dt.datetime,
     since: dt.datetime | None,
     plot: str | None,
+    note: str | None = None,
 ) -> str:
     by_key = {r.source.key: r for r in results}
     parts = [
@@ -198,6 +199,7 @@ def compose(
         "Every ratio compares ours with a reference (keepalived, ipvsadm) measured in the same run "
         "on the same machine. Nothing here is asserted by a test: these are measurements.",
         "",
+        *([note, ""] if note else []),
         "## Machine",
         "",
         table(["", ""], [[k, v] for k, v in machine.items()]),
@@ -344,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report.md and the plot")
     parser.add_argument(
+        "--note", default=None, help="a line on how the results were produced, under the title"
+    )
+    parser.add_argument(
         "--since",
         type=float,
         default=None,
@@ -358,7 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(cells for _, cells in panels):
         draw(panels, args.out / PLOT_NAME)
         plot = PLOT_NAME
-    text = compose(results, machine_info(), now=dt.datetime.now(dt.UTC), since=since, plot=plot)
+    text = compose(
+        results, machine_info(), now=dt.datetime.now(dt.UTC), since=since, plot=plot, note=args.note
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.md").write_text(text)
     print(f"wrote {args.out / 'report.md'}" + (f" and {args.out / plot}" if plot else ""))

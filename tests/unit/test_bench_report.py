@@ -150,3 +150,9 @@ def test_no_plot_without_failover_trials(tmp_path: Path) -> None:
     assert report.main(["--results", str(tmp_path), "--out", str(out)]) == 0
     assert not (out / "failover.png").exists()
     assert "time distributions" not in (out / "report.md").read_text()
+
+
+def test_a_note_says_how_the_results_were_produced(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert report.main(["--results", str(results), "--out", str(out), "--note", "By hand."]) == 0
+    assert "\nBy hand.\n" in (out / "report.md").read_text()
