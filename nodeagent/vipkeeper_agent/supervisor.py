@@ -387,8 +387,7 @@ class Agent:
             if reason is None:
                 runner.on_advertisement(advert, dgram.source)
             else:
-                detail = _received(advert, runner) if reason in MISCONFIGURATION else ""
-                self._drop([runner], reason, dgram, detail)
+                self._drop([runner], reason, dgram, "", advert)
 
     def _drop(
         self,
@@ -396,6 +395,7 @@ class Agent:
         reason: DropReason,
         dgram: ReceivedDatagram,
         detail: str,
+        advert: Advertisement | None = None,
     ) -> None:
         if runners:
             for runner in runners:
@@ -403,9 +403,14 @@ class Agent:
         else:
             self.global_dropped[str(reason)] += 1
         if reason in MISCONFIGURATION:
-            for name in [r.name for r in runners] or ["-"]:
+            named: Sequence[InstanceRunner | None] = runners or [None]
+            for target in named:
+                name = "-" if target is None else target.name
                 allowed, held = self._drop_log.allow(f"{name}/{reason}", time.monotonic())
                 if allowed:
+                    # Described only when it is logged: the drop itself is on the receive path.
+                    if advert is not None and target is not None:
+                        detail = _received(advert, target)
                     log.warning(
                         "event=advert_dropped reason=%s instance=%s source=%s detail=%r "
                         "suppressed_since_last=%d",
