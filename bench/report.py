@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import re
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+
+import failover
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -108,9 +107,7 @@ def _cell(value: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return failover.Table(list(headers), [[_cell(c) for c in row] for row in rows]).markdown()
 
 
 def target_rows(results: Sequence[Result]) -> list[list[Any]]:
@@ -303,42 +300,21 @@ def draw(
 # --- the machine ------------------------------------------------------------------------------
 
 
-def _first_line(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "not installed"
-    text = (done.stdout or done.stderr).strip()
-    return text.splitlines()[0] if text else "unknown"
-
-
 def machine_info() -> dict[str, Any]:
-    cpu, memory = "unknown", "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    """The failover benchmark's machine description, plus what the other benchmarks depend on."""
+    found = dict(failover.machine_info())
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
-            memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    os_name = "unknown"
+            found["memory"] = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     release = Path("/etc/os-release")
     if release.exists():
-        found = re.search(r'^PRETTY_NAME="?([^"\n]*)', release.read_text(), re.M)
-        os_name = found.group(1) if found else os_name
-    return {
-        "CPU": cpu,
-        "cores (usable)": f"{os.cpu_count()} ({len(os.sched_getaffinity(0))})",
-        "memory": memory,
-        "OS": os_name,
-        "kernel": platform.release(),
-        "Python": platform.python_version(),
-        "keepalived": _first_line(["keepalived", "--version"]),
-        # `ipvsadm --version` asks the kernel, which may have no IPVS (the VM lane has one).
-        "ipvsadm": _first_line(["dpkg-query", "-W", "-f", "${Version}", "ipvsadm"]),
-        "vipkeeper commit": _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
-        "load average at report time": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-    }
+        name = re.search(r'^PRETTY_NAME="?([^"\n]*)', release.read_text(), re.M)
+        found["os"] = name.group(1) if name else "unknown"
+    # `ipvsadm --version` asks the kernel, which may have no IPVS (the VM lane has one).
+    found["ipvsadm"] = failover._first_line(["dpkg-query", "-W", "-f", "${Version}", "ipvsadm"])
+    found["loadavg_at_report"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    del found["loadavg_at_start"]  # the report starts nothing; each benchmark records its own
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,9 @@ import pytest
 def _load_report() -> ModuleType:
     # bench/ is a directory of scripts, not an installed package: load the module by path.
     path = Path(__file__).resolve().parents[2] / "bench" / "report.py"
+    # It imports its sibling scripts (failover.py), as it does when run from bench/.
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("bench_report", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
